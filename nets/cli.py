@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands")
+COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
+                   "interp.feature_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
