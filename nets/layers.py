@@ -186,7 +186,7 @@ def minibatch_std(x: Array, group_size: int = 4, num_channels: int = 1) -> Array
         raise ValueError(f"minibatch_std: batch {n} is not divisible by the group size {g}")
     f = num_channels
     y = x.reshape(g, n // g, h, w, f, c // f).astype(jnp.float32)    # [G,M,H,W,F,c]
-    y = y - jnp.mean(y, axis=0)
+    y = y - jnp.mean(y, axis=0, keepdims=True)
     y = jnp.sqrt(jnp.mean(jnp.square(y), axis=0) + 1e-8)             # [M,H,W,F,c]
     y = jnp.mean(y, axis=(1, 2, 4))                                  # [M,F]
     y = jnp.tile(y, (g, 1))                                          # [N,F]; row n = group n % M

@@ -1,0 +1,156 @@
+"""The shared layer library against direct numpy implementations of the reference semantics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nets import layers
+
+F2D = np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0
+
+
+def np_upfirdn2d(x, f2d, up=1, down=1, pad=(0, 0, 0, 0), gain=1.0):
+    """Direct NV upfirdn2d on NHWC: zero-insert, pad/crop, 2-D true convolution, subsample."""
+    n, h, w, c = x.shape
+    y = np.zeros((n, h * up, w * up, c), x.dtype)
+    y[:, ::up, ::up] = x
+    px0, px1, py0, py1 = pad
+    y = np.pad(y, ((0, 0), (max(py0, 0), max(py1, 0)), (max(px0, 0), max(px1, 0)), (0, 0)))
+    y = y[:, max(-py0, 0):y.shape[1] - max(-py1, 0), max(-px0, 0):y.shape[2] - max(-px1, 0)]
+    f = f2d[::-1, ::-1] * gain
+    kh, kw = f.shape
+    out = np.zeros((n, y.shape[1] - kh + 1, y.shape[2] - kw + 1, c), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            out += f[i, j] * y[:, i:i + out.shape[1], j:j + out.shape[2]]
+    return out[:, ::down, ::down]
+
+
+def np_conv(x, w, pad):
+    """Cross-correlation, NHWC x HWIO, symmetric zero padding."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    k = w.shape[0]
+    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out += np.einsum("nhwi,io->nhwo", x[:, i:i + ho, j:j + wo], w[i, j])
+    return out
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("up,down,pad,gain", [
+    (1, 1, (1, 2, 2, 1), 1.0),
+    (2, 1, (2, 1, 2, 1), 4.0),    # ToRGB skip upsample
+    (1, 2, (1, 1, 1, 1), 1.0),    # D skip blur
+    (1, 1, (2, 2, 2, 2), 1.0),    # D down-conv blur
+    (2, 1, (1, 1, 1, 1), 4.0),    # after the transposed conv
+    (1, 1, (-1, 0, 0, -1), 1.0),  # negative padding crops
+])
+def test_upfirdn2d_matches_direct_numpy(rng, up, down, pad, gain):
+    x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)
+    got = layers.upfirdn2d(jnp.asarray(x), up=up, down=down, pad=pad, gain=gain)
+    want = np_upfirdn2d(x.astype(np.float64), F2D, up, down, pad, gain)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_upsample_and_downsample_shapes_and_dc_gain():
+    x = jnp.ones((1, 8, 8, 2))
+    up = layers.upsample2d(x)
+    down = layers.downsample2d(x)
+    assert up.shape == (1, 16, 16, 2) and down.shape == (1, 4, 4, 2)
+    # Interior pixels keep a constant image constant (filter normalised, gain = up^2).
+    np.testing.assert_allclose(np.asarray(up[0, 2:-2, 2:-2]), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(down[0, 1:-1, 1:-1]), 1.0, atol=1e-6)
+
+
+def test_upconv_matches_nv_generic_reference(rng):
+    """Transposed conv + FIR == NV's generic path: zero-insert, pad (3,2), FIR x4, flipped 3x3 conv, no padding."""
+    x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 4, 6)).astype(np.float32)
+    got = layers.conv2d(jnp.asarray(x), jnp.asarray(w), up=2)
+    y = np_upfirdn2d(x.astype(np.float64), F2D, up=2, pad=(3, 2, 3, 2), gain=4.0)  # [N,2H+2,...]
+    want = np_conv(y, w[::-1, ::-1].astype(np.float64), pad=0)
+    assert got.shape == (2, 10, 10, 6) == want.shape
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_downconv_matches_blur_then_strided_conv(rng, k):
+    x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    w = rng.standard_normal((k, k, 3, 5)).astype(np.float32)
+    got = layers.conv2d(jnp.asarray(x), jnp.asarray(w), down=2)
+    p = 2 if k == 3 else 1
+    blurred = np_upfirdn2d(x.astype(np.float64), F2D, pad=(p, p, p, p))
+    want = np_conv(blurred, w.astype(np.float64), pad=0)[:, ::2, ::2]
+    assert got.shape == (2, 4, 4, 5) == want.shape
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("up,demod,k", [(1, True, 3), (2, True, 3), (1, False, 1)])
+def test_fused_and_nonfused_modconv_agree(rng, up, demod, k):
+    x = jnp.asarray(rng.standard_normal((3, 8, 8, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 16, 12)) / np.sqrt(16 * k * k), jnp.float32)
+    s = jnp.asarray(rng.standard_normal((3, 16)) + 1.0, jnp.float32)
+    a = layers.modulated_conv2d(x, w, s, demodulate=demod, up=up, fused=False)
+    b = layers.modulated_conv2d(x, w, s, demodulate=demod, up=up, fused=True)
+    assert a.shape == b.shape == (3, 8 * up, 8 * up, 12)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_demodulation_gives_unit_output_variance(rng):
+    """With demodulation each output channel has unit expected variance for unit-variance inputs."""
+    x = jnp.asarray(rng.standard_normal((4, 32, 32, 64)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 64, 32)), jnp.float32)
+    s = jnp.asarray(rng.uniform(0.1, 3.0, (4, 64)), jnp.float32)
+    y = layers.modulated_conv2d(x, w, s)
+    assert abs(float(jnp.std(y[:, 2:-2, 2:-2])) - 1.0) < 0.05
+
+
+def test_minibatch_std_uses_strided_groups(rng):
+    x = rng.standard_normal((8, 4, 4, 6)).astype(np.float32)
+    y = np.asarray(layers.minibatch_std(jnp.asarray(x), group_size=4))
+    assert y.shape == (8, 4, 4, 7)
+    np.testing.assert_array_equal(y[..., :6], x)
+    for i in range(8):
+        group = x[i % 2::2]                                      # N/G = 2: sample i is with i +- 2
+        want = np.sqrt(group.var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(y[i, :, :, 6], want, rtol=1e-5)
+    with pytest.raises(ValueError, match="not divisible"):
+        layers.minibatch_std(jnp.zeros((6, 4, 4, 2)), group_size=4)
+
+
+def test_bias_act_lrelu_gain_and_clamp():
+    x = jnp.asarray([-2.0, 0.5, 300.0])
+    y = layers.bias_act(x, jnp.asarray([1.0]), "lrelu", clamp=256.0)
+    np.testing.assert_allclose(np.asarray(y), [-0.2 * np.sqrt(2), 1.5 * np.sqrt(2), 256.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown activation"):
+        layers.bias_act(x, None, "gelu")
+
+
+def test_equalized_dense_uses_runtime_gain():
+    """Stored kernel ~ N(0, 1/lr_mul^2); the effective weight is kernel * lr_mul / sqrt(fan_in)."""
+    m = layers.Dense(256, lr_mul=0.01)
+    v = m.init(jax.random.key(0), jnp.zeros((1, 512)))
+    assert abs(float(jnp.std(v["params"]["kernel"])) - 100.0) < 2.0
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((64, 512)), jnp.float32)
+    y = m.apply(v, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x @ (v["params"]["kernel"] * 0.01 / np.sqrt(512))),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_inject_noise_modes():
+    x = jnp.zeros((2, 4, 4, 3))
+    const = jnp.arange(16.0).reshape(4, 4)
+    y = layers.inject_noise(x, jnp.asarray(0.5), "const", const)
+    np.testing.assert_allclose(np.asarray(y[1, :, :, 2]), 0.5 * np.arange(16.0).reshape(4, 4))
+    assert layers.inject_noise(x, jnp.asarray(0.5), "none") is x
+    r = layers.inject_noise(x, jnp.asarray(1.0), "random", key=jax.random.key(0))
+    assert float(jnp.std(r)) > 0.5 and np.array_equal(r[..., 0], r[..., 1])   # broadcast over channels
+    with pytest.raises(ValueError, match="needs a key"):
+        layers.inject_noise(x, jnp.asarray(1.0), "random")
