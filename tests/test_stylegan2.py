@@ -93,9 +93,9 @@ def test_psi_zero_renders_w_avg(tiny):
     w_avg = jnp.asarray(np.random.default_rng(0).standard_normal(cfg.w_dim), jnp.float32)
     g = {**g, "buffers": {**g["buffers"], "mapping": {"w_avg": w_avg}}}
     z = jax.random.normal(jax.random.key(3), (2, cfg.z_dim))
-    img = Generator(cfg).apply(g, z, psi=0.0, noise_mode="const")
+    img = jax.jit(lambda g, z: Generator(cfg).apply(g, z, psi=0.0, noise_mode="const"))(g, z)
     ws = jnp.broadcast_to(w_avg, (1, cfg.num_ws, cfg.w_dim))
-    ref = Generator(cfg).apply(g, ws, noise_mode="const", method=Generator.synthesize)
+    ref = jax.jit(lambda g, ws: Generator(cfg).apply(g, ws, noise_mode="const", method=Generator.synthesize))(g, ws)
     np.testing.assert_allclose(np.asarray(img[0]), np.asarray(ref[0]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(img[1]), np.asarray(ref[0]), atol=1e-5)
 
@@ -133,9 +133,9 @@ def test_style_mixing_takes_late_ws_from_second_latent(tiny):
     mixed = style_mix(w1, w2, 2)
     np.testing.assert_array_equal(np.asarray(mixed[:, :2]), np.asarray(w1[:, :2]))
     np.testing.assert_array_equal(np.asarray(mixed[:, 2:]), np.asarray(w2[:, 2:]))
-    img = G.apply(g, z1, noise_mode="const", z_mix=z2, mix_cutoff=2)
-    ref = G.apply(g, mixed, noise_mode="const", method=G.synthesize)
-    np.testing.assert_allclose(np.asarray(img), np.asarray(ref), atol=1e-6)
+    img = jax.jit(lambda g: G.apply(g, z1, noise_mode="const", z_mix=z2, mix_cutoff=2))(g)
+    ref = jax.jit(lambda g: G.apply(g, mixed, noise_mode="const", method=G.synthesize))(g)
+    np.testing.assert_allclose(np.asarray(img), np.asarray(ref), atol=1e-5)
 
 
 def test_w_avg_tracks_the_batch_mean(tiny):
@@ -149,10 +149,10 @@ def test_w_avg_tracks_the_batch_mean(tiny):
 def test_generator_and_discriminator_outputs(tiny):
     cfg, g, d = tiny
     z = jax.random.normal(jax.random.key(8), (4, cfg.z_dim))
-    img = Generator(cfg).apply(g, z, noise_mode="const")
+    img = jax.jit(lambda g, z: Generator(cfg).apply(g, z, noise_mode="const"))(g, z)
     assert img.shape == (4, 32, 32, 3) and img.dtype == jnp.float32
     assert 0.05 < float(jnp.std(img)) < 5.0 and bool(jnp.all(jnp.isfinite(img)))
-    logits = Discriminator(cfg).apply(d, img)
+    logits = jax.jit(Discriminator(cfg).apply)(d, img)
     assert logits.shape == (4,) and bool(jnp.all(jnp.isfinite(logits)))
     with pytest.raises(ValueError, match=r"D expects images \[N, 32, 32, 3\]"):
         Discriminator(cfg).apply(d, img[:, :16, :16])
@@ -163,9 +163,8 @@ def test_generator_and_discriminator_outputs(tiny):
 def test_fused_generator_matches_nonfused(tiny):
     cfg, g, _ = tiny
     z = jax.random.normal(jax.random.key(9), (3, cfg.z_dim))
-    a = Generator(cfg).apply(g, z, noise_mode="const")
     fused = StyleGAN2Config(**{**cfg.to_dict(), "fused_modconv": True})
-    b = Generator(fused).apply(g, z, noise_mode="const")
+    a, b = (jax.jit(lambda g, z, c=c: Generator(c).apply(g, z, noise_mode="const"))(g, z) for c in (cfg, fused))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
