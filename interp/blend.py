@@ -6,11 +6,12 @@ the share of B. A hard layer swap is a step alpha, the smooth blend a logistic a
 interpolation (xinntao/ESRGAN net_interp.py) a constant alpha. Every function here is one tree_map keyed on the
 resolution that interp.paths reads off the key path, so it works for any tree whose spatial blocks are named b{R}.
 
-Which leaves are mixed by resolution ("blended subtrees"): by default every dict that holds a b{R} key, e.g.
-params/synthesis and buffers/synthesis of a generator, params of a discriminator; all of its leaves must sit in a
-block. Leaves elsewhere (the mapping network, w_avg) are "global" and get `global_alpha`, by default the alpha of
-the lowest resolution, i.e. they come with the model that gives the low resolutions. Block buffers (the
-noise_const maps) are picked whole from the parent with the larger share, never averaged.
+Which leaves are keyed on resolution: by default every leaf with a b{R} in its key path. With `scope` (path
+prefixes, e.g. interp.paths.GENERATOR_SCOPE = params/synthesis + buffers/synthesis) exactly the leaves under those
+prefixes, and each of them must sit in a block. The other leaves (the mapping network, w_avg, a stem or head) are
+"global" and get `global_alpha`, by default the alpha of the lowest resolution: they come with the model that gives
+the low resolutions. Block buffers (the noise_const maps) are picked whole from the parent with the larger share,
+never averaged.
 
 All functions are pure and jit-able: tree structure, scope and schedule keys are static, alphas may be traced
 arrays. Leaves taken whole from one parent are returned as given (no copy); mixed leaves go through one jitted
@@ -80,18 +81,17 @@ def check_compatible(trees: Sequence[PyTree], names: Sequence[str]) -> list[list
 def leaf_resolutions(tree: PyTree, scope: Sequence[str] | None = None) -> list[tuple[paths.KeyPath, int | None]]:
     """(path, R) per leaf, R = None for global leaves; errors on a leaf without a block inside a blended subtree.
 
-    scope: None = every dict that holds a b{R} key; otherwise path prefixes like "params/synthesis" ("" = the
-    whole tree, an empty list = nothing is keyed on resolution).
+    scope: None = every leaf with a b{R} in its path is keyed on it; otherwise path prefixes like
+    "params/synthesis" whose leaves must all sit in a block ("" = the whole tree, [] = nothing keyed).
     """
     flat = [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
     if scope is None:
-        subtrees = {paths.block_prefix(p) for p in flat} - {None}
-    else:
-        subtrees = {paths.parse_prefix(s) for s in scope}
-        for s in sorted(subtrees):
-            if not any(paths.is_under(p, s) for p in flat):
-                top = sorted({paths.names_of(p)[0] for p in flat if p})
-                raise BlendError(f"scope '{paths.path_str(s)}' matches no leaf; the tree starts with {top}")
+        return [(p, paths.resolution_of(p)) for p in flat]
+    subtrees = {paths.parse_prefix(s) for s in scope}
+    for s in sorted(subtrees):
+        if not any(paths.is_under(p, s) for p in flat):
+            top = sorted({paths.names_of(p)[0] for p in flat if p})
+            raise BlendError(f"scope '{paths.path_str(s)}' matches no leaf; the tree starts with {top}")
     out = []
     for p in flat:
         inside = [s for s in subtrees if paths.is_under(p, s)]

@@ -59,13 +59,14 @@ class BlendSpec:
         """Blended generator variables {"params", "buffers"}."""
         if self.mode == "toonify":
             return B.blend_models(low, high, self.resolution, self.level, self.blend_width, names=names)
+        scope = paths.GENERATOR_SCOPE
         if self.mode == "swap" and self.blend_width is None:
-            return B.swap(low, high, self.resolution, names=names)
+            return B.swap(low, high, self.resolution, scope=scope, names=names)
         if self.mode == "swap":
-            return B.smooth_swap(low, high, self.resolution, self.blend_width, names=names)
+            return B.smooth_swap(low, high, self.resolution, self.blend_width, scope=scope, names=names)
         if self.mode == "lerp":
-            return B.lerp(low, high, self.alpha, names=names)
-        return B.blend(low, high, dict(self.schedule), names=names)
+            return B.blend(low, high, self.alpha, global_alpha=self.alpha, scope=scope, names=names)
+        return B.blend(low, high, dict(self.schedule), scope=scope, names=names)
 
     def to_meta(self) -> dict:
         d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -137,7 +138,7 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
 
 
 def _sweep_resolutions(spec: BlendSpec, g: PyTree) -> tuple[int, ...]:
-    return B.resolutions({"params": g["params"]}) if spec.mode == "toonify" else B.resolutions(g)
+    return B.resolutions(g, paths.GENERATOR_SCOPE)
 
 
 def describe(spec: BlendSpec, g: PyTree) -> dict[str, float]:

@@ -25,6 +25,9 @@ _BLOCK = re.compile(r"b(\d+)")
 TOONIFY_LEVEL0 = ("const", "conv0")
 TOONIFY_LEVEL1 = ("conv1", "torgb")
 PARAMS = "params"                    # the trainable collection; JP blends only trainables
+BUFFERS = "buffers"                  # the non-trainable collection (w_avg, noise_const)
+# The subtrees of a StyleGAN2 generator's variables that are keyed on resolution: every leaf in them is in a block.
+GENERATOR_SCOPE = ("params/synthesis", "buffers/synthesis")
 
 
 class PathError(ValueError):
@@ -100,10 +103,10 @@ def block_prefix(path: KeyPath | Sequence[str]) -> Names | None:
 
 
 def is_block_buffer(path: KeyPath | Sequence[str]) -> bool:
-    """A non-trainable leaf that lives in a block (StyleGAN2: the noise_const maps). Blends pick these whole
-    from one parent instead of averaging: the average of two N(0,1) noise maps is not an N(0,1) noise map."""
+    """A leaf of the 'buffers' collection that lives in a block (StyleGAN2: the noise_const maps). Blends pick
+    these whole from one parent instead of averaging: the mean of two N(0,1) noise maps is not N(0,1) noise."""
     names = names_of(path)
-    return bool(names) and names[0] != PARAMS and resolution_of(path) is not None
+    return bool(names) and names[0] == BUFFERS and resolution_of(path) is not None
 
 
 def direct_child(path: KeyPath | Sequence[str], layer: Names) -> bool:
