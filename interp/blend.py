@@ -15,7 +15,7 @@ never averaged.
 
 All functions are pure and jit-able: tree structure, scope and schedule keys are static, alphas may be traced
 arrays. Leaves taken whole from one parent are returned as given (no copy); mixed leaves go through one jitted
-kernel, so eager calls and calls under an outer jit compile the same fused loop and agree bit for bit.
+kernel, so eager calls and calls under an outer jit run the same fused loop and agree bit for bit.
 """
 from __future__ import annotations
 
@@ -121,34 +121,52 @@ def _static(w) -> bool:
 
 @jax.jit
 def _weighted_sum(xs: tuple, ws: tuple) -> jax.Array:
-    """sum_i ws[i] * xs[i] in (at least) float32, cast back to the leaf dtype."""
+    """sum_i ws[i] * xs[i] over flat [n] leaves, in (at least) float32, cast back to the leaf dtype.
+
+    Leaves are flattened so one compiled loop serves every leaf of the same size and dtype, and the weights are
+    runtime values, so new alphas do not recompile. Eager calls run this compiled loop too, so they round exactly
+    like a caller's jit that passes the trees in (XLA:CPU always allows FMA contraction; numpy would differ in the
+    last bit). Inputs computed inside the caller's jit may be fused into the loop and then round differently.
+    """
     dtype = xs[0].dtype
     acc = jnp.promote_types(dtype, jnp.float32)
-    out = xs[0].astype(acc) * ws[0]
+    y = xs[0].astype(acc) * ws[0]
     for x, w in zip(xs[1:], ws[1:]):
-        out = out + x.astype(acc) * w
-    return out.astype(dtype)
+        y = y + x.astype(acc) * w
+    return y.astype(dtype)
 
 
-def _mix_leaf(path, xs: Sequence, ws: Sequence, pick: bool):
+def _take_whole(xs: Sequence, ws: Sequence, pick: bool):
+    """The leaf when it comes whole from one parent (static one-hot weights, or a picked leaf), else None."""
     if all(_static(w) for w in ws):
         ws = [float(w) for w in ws]
         if pick:
             return xs[int(np.argmax(ws))]
         hot = [i for i, w in enumerate(ws) if w != 0.0]
         if len(hot) == 1 and ws[hot[0]] == 1.0:
-            return xs[hot[0]]                              # exactly one parent: take it as it is
+            return xs[hot[0]]                              # exactly one parent: take it as it is (no copy)
+        return None
     if pick:                                               # traced weights: first parent with the largest share
         out, best = xs[0], ws[0]
         for x, w in zip(xs[1:], ws[1:]):
             take = w > best
             out, best = jnp.where(take, x, out), jnp.where(take, w, best)
         return out
-    dtype = getattr(xs[0], "dtype", None) or np.asarray(xs[0]).dtype
-    if not jnp.issubdtype(dtype, jnp.inexact):
-        raise BlendError(f"cannot interpolate '{paths.path_str(path)}' ({np.dtype(dtype).name}); only a hard "
-                         f"swap can move non-float leaves")
-    return _weighted_sum(tuple(xs), tuple(ws))
+    return None
+
+
+def _mix(items: Sequence[tuple[paths.KeyPath, Sequence, Sequence, bool]]) -> list:
+    """(path, parent leaves, weights, pick) per leaf -> the output leaves."""
+    out = [_take_whole(xs, ws, pick) for _, xs, ws, pick in items]
+    todo = [i for i, x in enumerate(out) if x is None]
+    for i in todo:
+        path, xs = items[i][:2]
+        dtype = getattr(xs[0], "dtype", None) or np.asarray(xs[0]).dtype
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise BlendError(f"cannot interpolate '{paths.path_str(path)}' ({np.dtype(dtype).name}); only a hard "
+                             f"swap can move non-float leaves")
+        out[i] = _weighted_sum(tuple(jnp.ravel(x) for x in xs), tuple(items[i][2])).reshape(np.shape(xs[0]))
+    return out
 
 
 # ---- schedules ------------------------------------------------------------------------------------------------
@@ -224,11 +242,9 @@ def blend_n(trees: Sequence[PyTree], weights: Schedule, *, global_weights: Any =
                          "subtrees")
     glob = per_res[valid[0]] if global_weights is None and valid else \
         _as_weights(weights if global_weights is None else global_weights, n, "global weights")
-    leaves = []
-    for i, (path, res) in enumerate(plan):
-        ws = glob if res is None else per_res[res]
-        leaves.append(_mix_leaf(path, [f[i][1] for f in flats], ws, pick(path)))
-    return jax.tree.unflatten(jax.tree.structure(trees[0]), leaves)
+    items = [(path, [f[i][1] for f in flats], glob if res is None else per_res[res], pick(path))
+             for i, (path, res) in enumerate(plan)]
+    return jax.tree.unflatten(jax.tree.structure(trees[0]), _mix(items))
 
 
 def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None = None,
@@ -252,9 +268,10 @@ def lerp(a: PyTree, b: PyTree, alpha: Alpha, *, names: Sequence[str] = ("A", "B"
 
 def swap(low: PyTree, high: PyTree, r_swap: int, *, scope: Sequence[str] | None = None,
          names: Sequence[str] = ("low", "high")) -> PyTree:
-    """Hard layer swap: blocks below r_swap (and global leaves) from `low`, blocks r_swap and up from `high`.
+    """Hard layer swap: blocks below r_swap from `low`, blocks r_swap and up from `high`.
 
-    Either model may give the low resolutions: pass it first.
+    Global leaves follow the lowest block, so they come from `low` unless r_swap is the lowest resolution (then the
+    result is `high`). Either model may give the low resolutions: pass it first.
     """
     check_resolution(r_swap, resolutions(low, scope), "r_swap")
     return blend(low, high, step_schedule(r_swap), scope=scope, names=names)
@@ -299,6 +316,9 @@ def channel_swap(a: PyTree, b: PyTree, masks: Mapping[str, Any], *,
             if x.shape[-1] != m.shape[0]:
                 raise BlendError(f"mask for '{paths.path_str(layer)}' has {m.shape[0]} channels but "
                                  f"'{paths.path_str(path)}' has {x.shape[-1]} output channels ({_desc(x)})")
+            if isinstance(m, np.ndarray) and (m.all() or not m.any()):
+                leaves.append(y if m.all() else x)                               # whole: no copy
+                continue
             sel = m.reshape((1,) * (np.ndim(x) - 1) + (m.shape[0],))            # broadcast along the last axis
             xp = np if all(isinstance(v, np.ndarray) for v in (x, y, m)) else jnp
             leaves.append(xp.where(sel, y, x))
@@ -325,11 +345,11 @@ def blend_models(model_1: PyTree, model_2: PyTree, resolution: int, level: int =
     valid = sorted({r for (p, _), q in zip(flats[0], pos) if q is not None for r in [paths.resolution_of(p)]})
     check_resolution(resolution, valid, "resolution")
     mid = paths.toonify_mid(resolution, level)
-    leaves = []
+    items = []
     for (path, x1), (_, x2), q in zip(*flats, pos):
         y = 0.0 if q is None else toonify_y(q - mid, blend_width)
-        leaves.append(_mix_leaf(path, [x1, x2], [1 - y, y], pick=False))
-    return jax.tree.unflatten(jax.tree.structure(model_1), leaves)
+        items.append((path, [x1, x2], [1 - y, y], False))
+    return jax.tree.unflatten(jax.tree.structure(model_1), _mix(items))
 
 
 def toonify_y(x: int, blend_width: float | None) -> float:
