@@ -19,6 +19,8 @@ kernel, so eager calls and calls under an outer jit run the same fused loop and 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -55,7 +57,6 @@ def check_compatible(trees: Sequence[PyTree], names: Sequence[str]) -> list[list
     """
     flats = [jax.tree_util.tree_flatten_with_path(t) for t in trees]
     ref_names = [paths.names_of(p) for p, _ in flats[0][0]]
-    ref_set = set(ref_names)
     for (flat, treedef), name in zip(flats[1:], names[1:]):
         other = [paths.names_of(p) for p, _ in flat]
         if other != ref_names:
@@ -119,63 +120,103 @@ def _static(w) -> bool:
     return isinstance(w, numbers.Real) or (isinstance(w, np.ndarray) and w.ndim == 0)
 
 
-@jax.jit
-def _weighted_sum(xs: tuple, ws: tuple) -> jax.Array:
-    """sum_i ws[i] * xs[i] over flat [n] leaves, in (at least) float32, cast back to the leaf dtype.
+@dataclasses.dataclass(frozen=True)
+class _Lerp:
+    """Weights (1 - alpha, alpha) for a traced alpha: the complement is taken inside the compiled mix, as it is
+    when a caller jits the whole blend (computed outside, XLA would fuse it into the loop only under jit)."""
+    alpha: Any
 
-    Leaves are flattened so one compiled loop serves every leaf of the same size and dtype, and the weights are
-    runtime values, so new alphas do not recompile. Eager calls run this compiled loop too, so they round exactly
-    like a caller's jit that passes the trees in (XLA:CPU always allows FMA contraction; numpy would differ in the
-    last bit). Inputs computed inside the caller's jit may be fused into the loop and then round differently.
-    """
-    dtype = xs[0].dtype
-    acc = jnp.promote_types(dtype, jnp.float32)
+
+def _weighted(xs: tuple, ws: tuple) -> jax.Array:
+    """sum_i ws[i] * xs[i] in (at least) float32, cast back to the leaf dtype."""
+    acc = jnp.promote_types(xs[0].dtype, jnp.float32)
     y = xs[0].astype(acc) * ws[0]
     for x, w in zip(xs[1:], ws[1:]):
         y = y + x.astype(acc) * w
-    return y.astype(dtype)
+    return y.astype(xs[0].dtype)
 
 
-def _take_whole(xs: Sequence, ws: Sequence, pick: bool):
-    """The leaf when it comes whole from one parent (static one-hot weights, or a picked leaf), else None."""
-    if all(_static(w) for w in ws):
-        ws = [float(w) for w in ws]
-        if pick:
-            return xs[int(np.argmax(ws))]
-        hot = [i for i, w in enumerate(ws) if w != 0.0]
-        if len(hot) == 1 and ws[hot[0]] == 1.0:
-            return xs[hot[0]]                              # exactly one parent: take it as it is (no copy)
+def _picked(xs: tuple, ws: tuple) -> jax.Array:
+    """The first parent with the largest (traced) weight."""
+    out, best = xs[0], ws[0]
+    for x, w in zip(xs[1:], ws[1:]):
+        take = w > best
+        out, best = jnp.where(take, x, out), jnp.where(take, w, best)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames="kinds")
+def _mix_all(xs: tuple, ws: tuple, kinds: tuple[str, ...]) -> tuple:
+    """Every computed leaf of one blend in one compiled call. kinds[i]: 'sum' (ws[i] = one weight per parent),
+    'lerp' / 'lerp_pick' (ws[i] = (alpha,)), 'pick' (traced weights, whole leaf from the largest).
+
+    All weights are runtime values, so new alphas reuse the compiled code, and an eager call runs the same
+    per-leaf expressions as a caller's jit of the whole blend: the results agree bit for bit (XLA:CPU always
+    allows FMA contraction, so numpy, or a differently fused expression, may differ in the last bit).
+    """
+    out = []
+    for x, w, kind in zip(xs, ws, kinds):
+        if kind == "lerp":
+            out.append(_weighted(x, (1 - w[0], w[0])))
+        elif kind == "lerp_pick":
+            out.append(jnp.where(w[0] > 1 - w[0], x[1], x[0]))
+        elif kind == "pick":
+            out.append(_picked(x, w))
+        else:
+            out.append(_weighted(x, w))
+    return tuple(out)
+
+
+def _take_whole(xs: Sequence, ws: Sequence | _Lerp, pick: bool):
+    """The leaf when it comes whole from one parent with static weights (one-hot, or picked), else None."""
+    if isinstance(ws, _Lerp) or not all(_static(w) for w in ws):
         return None
-    if pick:                                               # traced weights: first parent with the largest share
-        out, best = xs[0], ws[0]
-        for x, w in zip(xs[1:], ws[1:]):
-            take = w > best
-            out, best = jnp.where(take, x, out), jnp.where(take, w, best)
-        return out
-    return None
+    ws = [float(w) for w in ws]
+    if pick:
+        return xs[int(np.argmax(ws))]
+    hot = [i for i, w in enumerate(ws) if w != 0.0]
+    return xs[hot[0]] if len(hot) == 1 and ws[hot[0]] == 1.0 else None    # one parent: as it is (no copy)
 
 
 def _mix(items: Sequence[tuple[paths.KeyPath, Sequence, Sequence, bool]]) -> list:
-    """(path, parent leaves, weights, pick) per leaf -> the output leaves."""
+    """(path, parent leaves, weights, pick) per leaf -> the output leaves; the arithmetic in one jitted call."""
     out = [_take_whole(xs, ws, pick) for _, xs, ws, pick in items]
     todo = [i for i, x in enumerate(out) if x is None]
+    xs, ws, kinds = [], [], []
     for i in todo:
-        path, xs = items[i][:2]
-        dtype = getattr(xs[0], "dtype", None) or np.asarray(xs[0]).dtype
-        if not jnp.issubdtype(dtype, jnp.inexact):
+        path, leaves, w, pick = items[i]
+        dtype = getattr(leaves[0], "dtype", None) or np.asarray(leaves[0]).dtype
+        if not pick and not jnp.issubdtype(dtype, jnp.inexact):
             raise BlendError(f"cannot interpolate '{paths.path_str(path)}' ({np.dtype(dtype).name}); only a hard "
                              f"swap can move non-float leaves")
-        out[i] = _weighted_sum(tuple(jnp.ravel(x) for x in xs), tuple(items[i][2])).reshape(np.shape(xs[0]))
+        lerp = isinstance(w, _Lerp)
+        xs.append(tuple(_alias(x) for x in leaves))
+        ws.append((w.alpha,) if lerp else tuple(w))
+        kinds.append(("lerp_pick" if pick else "lerp") if lerp else ("pick" if pick else "sum"))
+    if todo:
+        for i, y in zip(todo, _mix_all(tuple(xs), tuple(ws), tuple(kinds))):
+            out[i] = np.asarray(y) if isinstance(items[i][1][0], np.ndarray) else y   # numpy in, numpy out
     return out
+
+
+def _alias(x):
+    """Host (numpy) leaves, e.g. of a loaded model file, are aliased rather than copied where the backend allows
+    (CPU, 64-byte aligned): a blend of two 120 MB models then needs little more than the output's memory."""
+    return jax.device_put(x, may_alias=True) if isinstance(x, np.ndarray) else x
 
 
 # ---- schedules ------------------------------------------------------------------------------------------------
 
 def _as_weights(value, n: int, what: str) -> list:
     """A weight vector for n parents from a sequence or an [n] array (numpy values stay static)."""
-    if isinstance(value, np.ndarray) or not hasattr(value, "shape"):
-        value = list(np.asarray(value, dtype=np.float64).reshape(-1)) if isinstance(value, np.ndarray) \
-            else list(value)
+    if isinstance(value, _Lerp):
+        if n != 2:
+            raise BlendError(f"{what}: an alpha blends 2 parents, not {n}")
+        return value
+    if isinstance(value, np.ndarray):
+        value = [float(v) for v in value.reshape(-1)]
+    if not hasattr(value, "shape"):
+        value = list(value)
         if len(value) != n:
             raise BlendError(f"{what}: expected {n} weights, got {len(value)}")
         return value
@@ -251,13 +292,16 @@ def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None =
           scope: Sequence[str] | None = None, pick: PickRule = paths.is_block_buffer,
           names: Sequence[str] = ("A", "B")) -> PyTree:
     """(1 - alpha(R)) * a + alpha(R) * b per leaf of block b{R}; alpha is the share of b (constant, dict, callable)."""
+    def pair(x):
+        return (1 - x, x) if _static(x) else _Lerp(x)
+
     if callable(alpha):
-        w = lambda res: (1 - (x := alpha(res)), x)     # noqa: E731
+        w = lambda res: pair(alpha(res))                # noqa: E731
     elif isinstance(alpha, Mapping):
-        w = {r: (1 - x, x) for r, x in alpha.items()}
+        w = {r: pair(x) for r, x in alpha.items()}
     else:
-        w = (1 - alpha, alpha)
-    gw = None if global_alpha is None else (1 - global_alpha, global_alpha)
+        w = pair(alpha)
+    gw = None if global_alpha is None else pair(global_alpha)
     return blend_n([a, b], w, global_weights=gw, scope=scope, pick=pick, names=names)
 
 
@@ -286,7 +330,7 @@ def smooth_swap(low: PyTree, high: PyTree, r_swap: int, blend_width: float, *,
 
 def channel_swap(a: PyTree, b: PyTree, masks: Mapping[str, Any], *,
                  names: Sequence[str] = ("A", "B")) -> PyTree:
-    """Swap single output channels inside chosen layers (the paper's future work: finer than whole layers).
+    """Swap single output channels inside chosen layers: a finer grain than whole layers.
 
     masks: {"params/synthesis/b16/conv1": bool[C], ...}. Inside a masked layer, every leaf directly in it with a
     last axis (weight [..,C], bias [C]; NHWC/HWIO keeps output channels last) takes channel c from `b` where

@@ -198,7 +198,7 @@ def test_results_identical_under_jit(abc, data):
              (functools.partial(B.smooth_swap, r_swap=r, blend_width=0.8), ()),
              (functools.partial(B.swap, r_swap=r), ()),
              (lambda a, b, al: B.blend(a, b, al), (jnp.float32(al),)),
-             (lambda a, b, c, al: B.blend_n([a, b, c], jnp.stack([al, 1 - al, 0.5 * al])), (c, jnp.float32(al)))]
+             (lambda a, b, c, w: B.blend_n([a, b, c], w), (c, jnp.asarray([al, 1 - al, al / 2], jnp.float32)))]
     for fn, extra in cases:
         eager, jitted = fn(a, b, *extra), jax.jit(fn)(a, b, *extra)
         same_layout(jitted, eager)
