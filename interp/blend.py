@@ -14,15 +14,12 @@ the low resolutions. Block buffers (the noise_const maps) are picked whole from 
 never averaged.
 
 All functions are pure and jit-able: tree structure, scope and schedule keys are static, alphas may be traced
-arrays. Leaves taken whole from one parent are returned as given (no copy); mixed leaves go through one jitted
-kernel, so eager calls and calls under an outer jit run the same fused loop and agree bit for bit.
+arrays. Leaves taken whole from one parent are returned as given (no copy); the computed ones come from one jitted
+call (interp.mix), so an eager call agrees bit for bit with the same call under jit. Numpy trees in, numpy out.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,15 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import paths
+from interp.mix import BlendError, Lerp, is_static, mix
 
 PyTree = Any
 Alpha = Any                                         # a Python number or a (possibly traced) scalar array
 Schedule = Alpha | Mapping[int, Alpha] | Callable[[int], Alpha]
 PickRule = Callable[[paths.KeyPath], bool]
-
-
-class BlendError(ValueError):
-    """The trees or the blend settings do not fit together; the message names the key path or value."""
 
 
 # ---- structure checks -----------------------------------------------------------------------------------------
@@ -114,102 +108,11 @@ def check_resolution(res: int, valid: Sequence[int], what: str = "resolution") -
         raise BlendError(f"{what} {res} is not a block resolution of this model; valid: {list(valid)}")
 
 
-# ---- the per-leaf kernels -------------------------------------------------------------------------------------
-
-def _static(w) -> bool:
-    return isinstance(w, numbers.Real) or (isinstance(w, np.ndarray) and w.ndim == 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Lerp:
-    """Weights (1 - alpha, alpha) for a traced alpha: the complement is taken inside the compiled mix, as it is
-    when a caller jits the whole blend (computed outside, XLA would fuse it into the loop only under jit)."""
-    alpha: Any
-
-
-def _weighted(xs: tuple, ws: tuple) -> jax.Array:
-    """sum_i ws[i] * xs[i] in (at least) float32, cast back to the leaf dtype."""
-    acc = jnp.promote_types(xs[0].dtype, jnp.float32)
-    y = xs[0].astype(acc) * ws[0]
-    for x, w in zip(xs[1:], ws[1:]):
-        y = y + x.astype(acc) * w
-    return y.astype(xs[0].dtype)
-
-
-def _picked(xs: tuple, ws: tuple) -> jax.Array:
-    """The first parent with the largest (traced) weight."""
-    out, best = xs[0], ws[0]
-    for x, w in zip(xs[1:], ws[1:]):
-        take = w > best
-        out, best = jnp.where(take, x, out), jnp.where(take, w, best)
-    return out
-
-
-@functools.partial(jax.jit, static_argnames="kinds")
-def _mix_all(xs: tuple, ws: tuple, kinds: tuple[str, ...]) -> tuple:
-    """Every computed leaf of one blend in one compiled call. kinds[i]: 'sum' (ws[i] = one weight per parent),
-    'lerp' / 'lerp_pick' (ws[i] = (alpha,)), 'pick' (traced weights, whole leaf from the largest).
-
-    All weights are runtime values, so new alphas reuse the compiled code, and an eager call runs the same
-    per-leaf expressions as a caller's jit of the whole blend: the results agree bit for bit (XLA:CPU always
-    allows FMA contraction, so numpy, or a differently fused expression, may differ in the last bit).
-    """
-    out = []
-    for x, w, kind in zip(xs, ws, kinds):
-        if kind == "lerp":
-            out.append(_weighted(x, (1 - w[0], w[0])))
-        elif kind == "lerp_pick":
-            out.append(jnp.where(w[0] > 1 - w[0], x[1], x[0]))
-        elif kind == "pick":
-            out.append(_picked(x, w))
-        else:
-            out.append(_weighted(x, w))
-    return tuple(out)
-
-
-def _take_whole(xs: Sequence, ws: Sequence | _Lerp, pick: bool):
-    """The leaf when it comes whole from one parent with static weights (one-hot, or picked), else None."""
-    if isinstance(ws, _Lerp) or not all(_static(w) for w in ws):
-        return None
-    ws = [float(w) for w in ws]
-    if pick:
-        return xs[int(np.argmax(ws))]
-    hot = [i for i, w in enumerate(ws) if w != 0.0]
-    return xs[hot[0]] if len(hot) == 1 and ws[hot[0]] == 1.0 else None    # one parent: as it is (no copy)
-
-
-def _mix(items: Sequence[tuple[paths.KeyPath, Sequence, Sequence, bool]]) -> list:
-    """(path, parent leaves, weights, pick) per leaf -> the output leaves; the arithmetic in one jitted call."""
-    out = [_take_whole(xs, ws, pick) for _, xs, ws, pick in items]
-    todo = [i for i, x in enumerate(out) if x is None]
-    xs, ws, kinds = [], [], []
-    for i in todo:
-        path, leaves, w, pick = items[i]
-        dtype = getattr(leaves[0], "dtype", None) or np.asarray(leaves[0]).dtype
-        if not pick and not jnp.issubdtype(dtype, jnp.inexact):
-            raise BlendError(f"cannot interpolate '{paths.path_str(path)}' ({np.dtype(dtype).name}); only a hard "
-                             f"swap can move non-float leaves")
-        lerp = isinstance(w, _Lerp)
-        xs.append(tuple(_alias(x) for x in leaves))
-        ws.append((w.alpha,) if lerp else tuple(w))
-        kinds.append(("lerp_pick" if pick else "lerp") if lerp else ("pick" if pick else "sum"))
-    if todo:
-        for i, y in zip(todo, _mix_all(tuple(xs), tuple(ws), tuple(kinds))):
-            out[i] = np.asarray(y) if isinstance(items[i][1][0], np.ndarray) else y   # numpy in, numpy out
-    return out
-
-
-def _alias(x):
-    """Host (numpy) leaves, e.g. of a loaded model file, are aliased rather than copied where the backend allows
-    (CPU, 64-byte aligned): a blend of two 120 MB models then needs little more than the output's memory."""
-    return jax.device_put(x, may_alias=True) if isinstance(x, np.ndarray) else x
-
-
 # ---- schedules ------------------------------------------------------------------------------------------------
 
 def _as_weights(value, n: int, what: str) -> list:
     """A weight vector for n parents from a sequence or an [n] array (numpy values stay static)."""
-    if isinstance(value, _Lerp):
+    if isinstance(value, Lerp):
         if n != 2:
             raise BlendError(f"{what}: an alpha blends 2 parents, not {n}")
         return value
@@ -285,7 +188,7 @@ def blend_n(trees: Sequence[PyTree], weights: Schedule, *, global_weights: Any =
         _as_weights(weights if global_weights is None else global_weights, n, "global weights")
     items = [(path, [f[i][1] for f in flats], glob if res is None else per_res[res], pick(path))
              for i, (path, res) in enumerate(plan)]
-    return jax.tree.unflatten(jax.tree.structure(trees[0]), _mix(items))
+    return jax.tree.unflatten(jax.tree.structure(trees[0]), mix(items))
 
 
 def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None = None,
@@ -293,7 +196,7 @@ def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None =
           names: Sequence[str] = ("A", "B")) -> PyTree:
     """(1 - alpha(R)) * a + alpha(R) * b per leaf of block b{R}; alpha is the share of b (constant, dict, callable)."""
     def pair(x):
-        return (1 - x, x) if _static(x) else _Lerp(x)
+        return (1 - x, x) if is_static(x) else Lerp(x)
 
     if callable(alpha):
         w = lambda res: pair(alpha(res))                # noqa: E731
@@ -393,7 +296,7 @@ def blend_models(model_1: PyTree, model_2: PyTree, resolution: int, level: int =
     for (path, x1), (_, x2), q in zip(*flats, pos):
         y = 0.0 if q is None else toonify_y(q - mid, blend_width)
         items.append((path, [x1, x2], [1 - y, y], False))
-    return jax.tree.unflatten(jax.tree.structure(model_1), _mix(items))
+    return jax.tree.unflatten(jax.tree.structure(model_1), mix(items))
 
 
 def toonify_y(x: int, blend_width: float | None) -> float:

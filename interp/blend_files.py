@@ -8,7 +8,8 @@ Recipes (BlendSpec.mode):
            lowest block), each noise map with its block.
   lerp     ESRGAN network interpolation, every leaf (1 - alpha) * LOW + alpha * HIGH (noise maps picked whole).
   schedule an explicit {R: alpha} per block resolution (alpha = share of HIGH); mapping follows the lowest block.
-D, when present, is copied from LOW (as blend_models.py copies G and D from its low-resolution pickle).
+D, when present, is copied from LOW (as blend_models.py copies G and D from its low-resolution pickle), and so is
+the config.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import jax
 import numpy as np
 
 from interp import blend as B, paths
+from interp.figure import swap_figure
 from nets import images, modelfile
 from nets.stylegan2 import StyleGAN2Config
 
@@ -89,8 +91,14 @@ def _generator(mf: modelfile.ModelFile) -> dict:
     return mf.variables["G"]
 
 
+# Config fields that may differ between parents: execution choices and settings of training or of D only.
+FREE_FIELDS = {"fused_modconv", "w_avg_beta", "mbstd_group_size", "mbstd_num_channels"}
+
+
 def _check_configs(low: modelfile.ModelFile, high: modelfile.ModelFile) -> StyleGAN2Config:
-    diff = sorted(k for k in set(low.config) | set(high.config) if low.config.get(k) != high.config.get(k))
+    """Both parents must be the same architecture; the output keeps LOW's config."""
+    keys = (set(low.config) | set(high.config)) - FREE_FIELDS
+    diff = sorted(k for k in keys if low.config.get(k) != high.config.get(k))
     if diff:
         detail = ", ".join(f"{k}: {low.config.get(k)!r} vs {high.config.get(k)!r}" for k in diff)
         raise B.BlendError(f"{low.path} and {high.path} have different model configs ({detail}); only models "
@@ -120,9 +128,8 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
 
     grid, rows = None, []
     if figure:
-        sweep = sorted({int(r) for r in _sweep_resolutions(spec, g_lo)}, reverse=True)
+        sweep = sorted(B.resolutions(g_lo, paths.GENERATOR_SCOPE), reverse=True)      # LOW-most blend first
         rows = ["LOW"] + [f"{spec.mode} at {r}" for r in sweep] + ["HIGH"]
-        from interp.figure import swap_figure
         grid = swap_figure(cfg, g_lo, g_hi, lambda r: spec.at(r).apply(g_lo, g_hi, names), sweep, seeds, psi)
 
     variables = {"G": g_out}
@@ -135,10 +142,6 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
     path = modelfile.save_model(out_path, variables, lo.config, arch=lo.arch, meta=meta, overwrite=overwrite)
     fig_path = images.write_png(figure, grid) if figure else None
     return BlendResult(path, fig_path, rows)
-
-
-def _sweep_resolutions(spec: BlendSpec, g: PyTree) -> tuple[int, ...]:
-    return B.resolutions(g, paths.GENERATOR_SCOPE)
 
 
 def describe(spec: BlendSpec, g: PyTree) -> dict[str, float]:

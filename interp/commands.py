@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model file to write (atomically)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--toonify", type=int, metavar="R",
-                      help="Pinkney's blend_models.py: LOW keeps every block up to R (level 0)")
+                      help="Pinkney's blend_models.py: LOW keeps blocks up to R whole (hard switch, level 0)")
     mode.add_argument("--swap", type=int, metavar="R", help="clean mode: blocks R and up come from HIGH")
     mode.add_argument("--alpha", type=float, help="plain interpolation (ESRGAN): share of HIGH in every layer")
     mode.add_argument("--schedule", metavar="R=A,...", help="share of HIGH per resolution, e.g. 4=0,8=0,16=0.5,32=1")

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from nets import images
 from nets.sampling import z_from_seeds
@@ -47,5 +48,6 @@ def swap_figure(cfg: StyleGAN2Config, low: PyTree, high: PyTree, blend_at: Calla
         for r in swap_resolutions:
             yield blend_at(r)
         yield high
-    rows = render_rows(cfg, variants(), seeds, psi)                              # [rows, cols, R, R, 3]
+    bar = tqdm(variants(), total=len(swap_resolutions) + 2, desc="figure", unit="row")
+    rows = render_rows(cfg, bar, seeds, psi)                                     # [rows, cols, R, R, 3]
     return images.make_grid(rows)

@@ -14,8 +14,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-
 KeyPath = tuple[Any, ...]            # the key entries of one leaf (DictKey, GetAttrKey, SequenceKey, ...)
 Names = tuple[str, ...]              # the same path as plain strings
 _BLOCK = re.compile(r"b(\d+)")
@@ -96,12 +94,6 @@ def layer_path(path: KeyPath | Sequence[str]) -> Names:
     return names[:i + 2] if i is not None else names[:-1]
 
 
-def block_prefix(path: KeyPath | Sequence[str]) -> Names | None:
-    """Path of the dict that holds the leaf's block (e.g. ('params', 'synthesis')), or None outside a block."""
-    i = block_index(path)
-    return None if i is None else names_of(path)[:i]
-
-
 def is_block_buffer(path: KeyPath | Sequence[str]) -> bool:
     """A leaf of the 'buffers' collection that lives in a block (StyleGAN2: the noise_const maps). Blends pick
     these whole from one parent instead of averaging: the mean of two N(0,1) noise maps is not N(0,1) noise."""
@@ -152,7 +144,3 @@ def toonify_position(path: KeyPath | Sequence[str]) -> int | None:
         return p0 + 1
     raise PathError(f"'{path_str(path)}': the Toonify-compatible mode knows StyleGAN2 generator layers "
                     f"{TOONIFY_LEVEL0 + TOONIFY_LEVEL1} inside b{{R}} blocks; got {layer!r}")
-
-
-def leaf_paths(tree: Any) -> list[KeyPath]:
-    return [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
