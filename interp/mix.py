@@ -97,6 +97,11 @@ def mix(items: Sequence[tuple[paths.KeyPath, Sequence, Sequence, bool]]) -> list
             raise BlendError(f"cannot interpolate '{paths.path_str(path)}' ({np.dtype(dtype).name}); only a hard "
                              f"swap can move non-float leaves")
         lerp = isinstance(w, Lerp)
+        if not lerp and all(is_static(v) for v in w):
+            # Terms in order of weight: swapping the parents (with 1 - alpha) then builds the same expression,
+            # so it rounds the same way even where XLA fuses a product and the sum into one FMA.
+            order = sorted(range(len(w)), key=lambda k: float(w[k]))
+            leaves, w = [leaves[k] for k in order], [float(w[k]) for k in order]
         xs.append(tuple(alias(x) for x in leaves))
         ws.append((w.alpha,) if lerp else tuple(w))
         kinds.append(("lerp_pick" if pick else "lerp") if lerp else ("pick" if pick else "sum"))
