@@ -142,13 +142,40 @@ def conv3x3_winograd(x: Array, w: Array) -> Array:
     return y.reshape(n, h, wd, o)
 
 
-def _use_winograd(x: Array, w: Array, impl: str) -> bool:
+def conv_transpose_polyphase(x: Array, w: Array) -> Array:
+    """torch conv_transpose2d(x, W, stride=2) for a 3x3 kernel, as 4 per-phase matmuls; zero-padded to 2H+2.
+
+    x [N,H,W,I], w [3,3,I,O] -> [N,2H+2,2W+2,O] whose last row and column are zero (the transposed conv is
+    2H+1 long). Output row 2m takes W[0] x[m] + W[2] x[m-1] and row 2m+1 takes W[1] x[m]: 9 taps in all, with
+    no multiplies by the zeros a dilated conv inserts.
+    """
+    n, h, wd, i = x.shape
+    o = w.shape[-1]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                  # xp[j] = x[j-1]
+    taps = {0: ((0, 2), (1, 0)), 1: ((1, 1),)}                           # phase -> ((xp offset, kernel tap), ...)
+    phases = []
+    for a in (0, 1):
+        row = []
+        for b in (0, 1):
+            cols = [xp[:, ra:ra + h + 1, cb:cb + wd + 1] for ra, _ in taps[a] for cb, _ in taps[b]]
+            k = jnp.concatenate([w[ka, kb] for _, ka in taps[a] for _, kb in taps[b]], axis=0)  # [T*I,O]
+            patches = jnp.concatenate(cols, axis=-1).reshape(-1, k.shape[0])                   # [P,T*I]
+            row.append((patches @ k).reshape(n, h + 1, wd + 1, o))
+        phases.append(jnp.stack(row, axis=3))                            # [N,H+1,W+1,2,O]
+    y = jnp.stack(phases, axis=2)                                        # [N,H+1,2,W+1,2,O]
+    return y.reshape(n, 2 * h + 2, 2 * wd + 2, o)
+
+
+def _use_matmul_conv(impl: str) -> bool:
+    """Whether convs run as matmuls (Winograd / polyphase) rather than XLA's conv: on CPU by default."""
     if impl not in ("auto", "xla", "winograd"):
         raise ValueError(f"conv_impl must be 'auto', 'xla' or 'winograd'; got {impl!r}")
+    return impl == "winograd" or (impl == "auto" and jax.default_backend() == "cpu")
+
+
+def _use_winograd(x: Array, w: Array, impl: str) -> bool:
     fits = w.shape[:2] == (3, 3) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
-    if impl == "auto":
-        return fits and jax.default_backend() == "cpu"
-    return impl == "winograd" and fits
+    return _use_matmul_conv(impl) and fits
 
 
 def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float] = FIR_1331,
@@ -160,6 +187,9 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
     Winograd matmuls when `impl` is 'winograd' (or 'auto' on CPU) and the shapes allow it.
     """
     k = w.shape[0]
+    if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(impl):
+        # Same as below; the zero last row/column of the polyphase result stands in for the FIR's right pad.
+        return upfirdn2d(conv_transpose_polyphase(x, w), f, pad=(1, 0, 1, 0), gain=4.0)
     if up == 2 and down == 1:
         # torch conv_transpose2d(x, W, stride=2) == lhs-dilated correlation with the spatially flipped kernel.
         y = lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), ((k - 1, k - 1), (k - 1, k - 1)),

@@ -179,3 +179,19 @@ def test_conv_impl_dispatch():
     assert layers._use_winograd(jnp.zeros((1, 4, 4, 2)), w, "auto") == (jax.default_backend() == "cpu")
     with pytest.raises(ValueError, match="conv_impl must be"):
         layers.conv2d(x, w, impl="cudnn")
+
+
+def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
+    x = jnp.asarray(rng.standard_normal((2, 5, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 3)), jnp.float32)
+    ref = layers.conv2d(x, w, up=2, impl="xla")
+    got = layers.conv2d(x, w, up=2, impl="winograd")
+    assert got.shape == ref.shape == (2, 10, 12, 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
+    raw = layers.conv_transpose_polyphase(x, w)
+    assert raw.shape == (2, 12, 14, 3) and float(jnp.abs(raw[:, -1]).max()) == 0.0
+    ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+    g = [jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, up=2, impl=m) * ct), (0, 1))(x, w)
+         for m in ("winograd", "xla")]
+    for a, b in zip(*g):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3, rtol=1e-5)
