@@ -21,9 +21,9 @@ examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare-data", help="build a training dataset (tfds array_record, no TensorFlow)",
-                       description="Build a dataset into a folder that the training pipeline reads. The build is "
-                                   "written to a temporary folder and renamed when complete; a summary says how "
-                                   "many images were kept, converted and skipped, and why.",
+                       description="Build a dataset into a folder that the training pipeline reads.\n"
+                                   "The build is written to a temporary folder and renamed when complete;\n"
+                                   "a summary says how many images were kept, converted and skipped, and why.",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS, help="dataset kind (see below)")
     p.add_argument("src", nargs="?", help="source folder (all kinds but demo)")

@@ -5,7 +5,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,16 @@ def test_existing_output_and_overwrite(folder_build, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "plain"]     # no temp or old folders left
 
 
+def test_folder_without_usable_images_is_a_clear_error(tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"not a jpeg")
+    (src / "b.txt").write_text("notes")
+    with pytest.raises(ValueError, match=r"no usable images for split 'train' \(2 files: 1 unreadable .*1 not an image"):
+        prepare_dataset("folder", tmp_path / "out", src=src, resolution=R, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
 def test_interrupted_build_leaves_no_dataset(tmp_path, monkeypatch):
     import datasets.build as build
     src = tmp_path / "src"
@@ -232,7 +243,7 @@ def test_killed_build_leaves_no_dataset_and_next_build_cleans_up(tmp_path):
         from datasets.builders import prepare_dataset
         prepare_dataset("folder", {str(out)!r}, src={str(src)!r}, resolution={R}, progress=False)
     """)
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
     try:
         assert proc.stdout.readline().strip() == "WAITING"

@@ -54,7 +54,8 @@ def test_each_epoch_is_a_permutation_and_seeded():
         assert sorted(epochs[e]) == list(range(N))
         np.testing.assert_array_equal(epochs[e], epoch_permutation(3, e, N))
     assert not np.array_equal(epochs[0], epochs[1])                         # reshuffled every epoch
-    again = make_train_iter(ids_source(), global_batch=8, seed=3, num_local_devices=2, flip=False)
+    # Same seed, no reader threads: the same stream (threads only change when batches are computed).
+    again = make_train_iter(ids_source(), global_batch=8, seed=3, num_local_devices=2, flip=False, num_threads=0)
     np.testing.assert_array_equal(np.concatenate([ids_of(b) for b in take(again, 3)]), ids[:24])
     other = make_train_iter(ids_source(), global_batch=8, seed=4, num_local_devices=2, flip=False)
     assert not np.array_equal(np.concatenate([ids_of(b) for b in take(other, 3)]), ids[:24])
@@ -169,3 +170,34 @@ def test_tfds_source_end_to_end(tmp_path):
         np.testing.assert_array_equal(x["image"], y["image"])
     from_files.close()
     from_memory.close()
+
+
+class _PairSource:
+    """A SPADE-style source: every example holds an image and its conditioning image (here equal)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "sketch": self.images[i].copy(), "filename": f"{i}.png".encode()}
+
+
+def test_paired_images_are_flipped_together():
+    imgs = np.random.default_rng(0).integers(0, 256, (16, 4, 4, 3), dtype=np.uint8)
+    it = make_train_iter(_PairSource(imgs), global_batch=16, seed=9, num_local_devices=2)
+    b = next(it)
+    assert set(b) == {"image", "sketch"}
+    np.testing.assert_array_equal(b["image"], b["sketch"])
+    assert flip_mask(9, np.arange(16)).any()                       # some of them were flipped
+    it.close()
+
+
+def test_datasets_package_is_ours():
+    # A top-level `datasets` package would clash with Hugging Face's; make sure this repo's is the one imported.
+    import pathlib
+
+    import datasets
+    assert pathlib.Path(datasets.__file__).resolve().parent == pathlib.Path(__file__).resolve().parents[1] / "datasets"
