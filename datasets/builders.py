@@ -16,6 +16,7 @@ Kinds (`prepare_dataset(kind, ...)`, `gafu prepare-data KIND`):
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,5 @@ def prepare_dataset(kind: str, out: str | Path, *, src: str | Path | None = None
                                            data_dir=str(data_dir), file_format="array_record"),
                  summary, overwrite=overwrite)
     if own_cache:
-        import shutil
         shutil.rmtree(cache, ignore_errors=True)
     return summary
