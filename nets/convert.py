@@ -104,6 +104,10 @@ def _leaves(tree: Mapping, prefix: K.Path = ()) -> dict[K.Path, object]:
     return out
 
 
+def tree_leaves(tree: Mapping) -> list:
+    return list(_leaves(tree).values())
+
+
 def expected_shapes(cfg: StyleGAN2Config, with_d: bool) -> dict[K.Path, tuple[int, ...]]:
     """Shapes of every leaf of our {"G": ..., "D": ...} tree for `cfg` (traced, nothing computed)."""
     key = jax.random.key(0)
@@ -268,7 +272,9 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, fmt: str = "aut
     """Checkpoint file -> gafu model file {"G": {params, buffers}, "D": {params}} (D only if the file has one)."""
     from nets.modelfile import save_model
 
-    src = Path(src)
+    src, out = Path(src), Path(out)
+    if out.exists() and not overwrite:   # fail before the (possibly long) read
+        raise FileExistsError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
     imp = import_state_dict(read_checkpoint(src), fmt, overrides, g_group, with_d, path=str(src))
     meta = {"converted_from": str(src.absolute()), **imp.meta}
     return save_model(out, imp.variables, imp.config, arch="stylegan2", meta=meta, overwrite=overwrite), imp
@@ -279,6 +285,8 @@ def export_file(model: str | os.PathLike, out: str | os.PathLike, fmt: str = K.R
     """gafu model file -> .npz state dict of `fmt` (flat keys joined by '/')."""
     from nets.modelfile import ModelFileError, load_model
 
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
     mf = load_model(model)
     if mf.arch != "stylegan2":
         raise ModelFileError(f"{model}: export handles StyleGAN2 model files; this one is {mf.arch!r}")

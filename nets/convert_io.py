@@ -96,7 +96,7 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray], overwrite
     if path.suffix != ".npz":
         raise ConvertError(f"export target {path} must end in .npz")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+        raise FileExistsError(f"{path} already exists (pass --overwrite / overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
