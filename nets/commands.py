@@ -92,11 +92,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 def _convert(args: argparse.Namespace) -> int:
     from nets import convert
+    from nets.stylegan2 import param_count
 
     path, imp = convert.convert_file(args.src, args.out, fmt=args.format, overrides=parse_overrides(args.set),
                                      g_group=args.generator, with_d=not args.no_d, overwrite=args.overwrite)
     c, m = imp.config, imp.meta
-    n_g = sum(a.size for a in convert.tree_leaves(imp.variables["G"]["params"]))
+    n_g = param_count(imp.variables["G"]["params"])
     d = f" + D ({m['discriminator']})" if m["discriminator"] is not None else ", no D"
     print(f"wrote {path}: {m['format']} G ({m['generator']}){d}; {c.resolution} px, {c.mapping_layers} mapping "
           f"layers, channel_base {c.channel_base}, channel_max {c.channel_max}, {n_g:,} G params; "

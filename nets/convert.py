@@ -43,7 +43,7 @@ def find_group(flat: dict, fmt: str, which: str) -> str | None:
     """The top-level group holding the generator ('G') or discriminator ('D') of `fmt`; '' for a bare state dict."""
     groups, marker = (K.G_GROUPS, K.G_MARKER) if which == "G" else (K.D_GROUPS, K.D_MARKER)
     for g in groups[fmt] + ("",):
-        if K._join(g, marker[fmt]) in flat:
+        if K.join_key(g, marker[fmt]) in flat:
             return g
     return None
 
@@ -102,10 +102,6 @@ def _leaves(tree: Mapping, prefix: K.Path = ()) -> dict[K.Path, object]:
         else:
             out[prefix + (k,)] = v
     return out
-
-
-def tree_leaves(tree: Mapping) -> list:
-    return list(_leaves(tree).values())
 
 
 def expected_shapes(cfg: StyleGAN2Config, with_d: bool) -> dict[K.Path, tuple[int, ...]]:
@@ -178,9 +174,9 @@ def import_state_dict(flat: dict[str, np.ndarray], fmt: str = "auto", overrides:
         raise ConvertError(f"unknown checkpoint format {fmt!r}; expected 'auto' or one of {K.FORMATS}")
     if g_group is None:
         g_group = find_group(flat, fmt, "G")
-    if g_group is None or K._join(g_group, K.G_MARKER[fmt]) not in flat:
+    if g_group is None or K.join_key(g_group, K.G_MARKER[fmt]) not in flat:
         raise ConvertError(f"{path}: no {fmt} generator in group {g_group!r} (looked for "
-                           f"{K._join(g_group or '<group>', K.G_MARKER[fmt])!r})")
+                           f"{K.join_key(g_group or '<group>', K.G_MARKER[fmt])!r})")
     d_group = find_group(flat, fmt, "D") if with_d else None
     cfg = infer_config(flat, fmt, g_group, overrides, path)
     shapes = expected_shapes(cfg, d_group is not None)

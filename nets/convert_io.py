@@ -51,10 +51,13 @@ def read_torch(path: Path) -> dict[str, np.ndarray]:
                            f"as .npz with its nested keys joined by '/' (e.g. 'g_ema/convs.0.conv.weight') and "
                            f"convert that") from None
     import argparse
+    import contextlib
 
+    # rosinality checkpoints carry their training flags as an argparse.Namespace; allow just that class
+    # (torch >= 2.5; older versions read the state dicts only when no such object is in the file).
+    safe = getattr(torch.serialization, "safe_globals", None)
     try:
-        # rosinality checkpoints carry their training flags as an argparse.Namespace; allow just that class.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with safe([argparse.Namespace]) if safe else contextlib.nullcontext():
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         raise ConvertError(f"cannot read {path} with torch.load(weights_only=True): {type(e).__name__}: {e}. "

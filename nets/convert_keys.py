@@ -71,7 +71,7 @@ class Leaf:
         return tuple(self.to_src(np.empty(our_shape, np.float32)).shape)
 
 
-def _join(group: str, key: str) -> str:
+def join_key(group: str, key: str) -> str:
     return f"{group}/{key}" if group else key
 
 
@@ -123,9 +123,9 @@ def ros_generator(resolution: int, mapping_layers: int, group: str = "g_ema") ->
         rows += _ros_styled(f"to_rgbs.{j}", syn + (b, "torgb"), noise=False)
         rows += [(f"noises.noise_{2 * j + 1}", bsyn + (b, "conv0", "noise_const"), "noise_ros"),
                  (f"noises.noise_{2 * j + 2}", bsyn + (b, "conv1", "noise_const"), "noise_ros")]
-        fixed[_join(group, f"convs.{2 * j}.conv.blur.kernel")] = fir_kernel(4.0)
-        fixed[_join(group, f"to_rgbs.{j}.upsample.kernel")] = fir_kernel(4.0)
-    leaves = [Leaf(_join(group, s), d, lay) for s, d, lay in rows]
+        fixed[join_key(group, f"convs.{2 * j}.conv.blur.kernel")] = fir_kernel(4.0)
+        fixed[join_key(group, f"to_rgbs.{j}.upsample.kernel")] = fir_kernel(4.0)
+    leaves = [Leaf(join_key(group, s), d, lay) for s, d, lay in rows]
     leaves.append(Leaf(ROS_W_AVG, B + ("mapping", "w_avg"), "same"))   # top level in ROS files
     return leaves, fixed
 
@@ -153,7 +153,7 @@ def nv_generator(resolution: int, mapping_layers: int, group: str = "G_ema") -> 
     for res in _block_res(resolution):
         b, pre = f"b{res}", f"synthesis.b{res}"
         syn, bsyn = P + ("synthesis", b), B + ("synthesis", b)
-        fixed[_join(group, f"{pre}.resample_filter")] = fir_kernel()
+        fixed[join_key(group, f"{pre}.resample_filter")] = fir_kernel()
         if res == 4:
             rows += [(f"{pre}.const", syn + ("const",), "const_nv")]
             convs = ["conv1"]
@@ -161,9 +161,9 @@ def nv_generator(resolution: int, mapping_layers: int, group: str = "G_ema") -> 
             convs = ["conv0", "conv1"]
         for c in convs:
             rows += _nv_layer(f"{pre}.{c}", syn + (c,), bsyn + (c,))
-            fixed[_join(group, f"{pre}.{c}.resample_filter")] = fir_kernel()
+            fixed[join_key(group, f"{pre}.{c}.resample_filter")] = fir_kernel()
         rows += _nv_layer(f"{pre}.torgb", syn + ("torgb",), bsyn + ("torgb",), noise=False)
-    return [Leaf(_join(group, s), d, lay) for s, d, lay in rows], fixed
+    return [Leaf(join_key(group, s), d, lay) for s, d, lay in rows], fixed
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ def ros_discriminator(resolution: int, group: str = "d") -> tuple[list[Leaf], di
                  (f"{pre}.conv2.1.weight", P + (b, "conv1", "weight"), "conv"),
                  (f"{pre}.conv2.2.bias", P + (b, "conv1", "bias"), "same"),
                  (f"{pre}.skip.1.weight", P + (b, "skip", "weight"), "conv")]
-        fixed[_join(group, f"{pre}.conv2.0.kernel")] = fir_kernel()
-        fixed[_join(group, f"{pre}.skip.0.kernel")] = fir_kernel()
+        fixed[join_key(group, f"{pre}.conv2.0.kernel")] = fir_kernel()
+        fixed[join_key(group, f"{pre}.skip.0.kernel")] = fir_kernel()
     rows += [("final_conv.0.weight", P + ("b4", "conv", "weight"), "conv"),
              ("final_conv.1.bias", P + ("b4", "conv", "bias"), "same"),
              # Both flatten NCHW ([C,4,4] order), as our epilogue does, so the fc kernel is a plain transpose.
@@ -198,7 +198,7 @@ def ros_discriminator(resolution: int, group: str = "d") -> tuple[list[Leaf], di
              ("final_linear.0.bias", P + ("b4", "fc", "bias"), "same"),
              ("final_linear.1.weight", P + ("b4", "out", "kernel"), "dense"),
              ("final_linear.1.bias", P + ("b4", "out", "bias"), "same")]
-    return [Leaf(_join(group, s), d, lay) for s, d, lay in rows], fixed
+    return [Leaf(join_key(group, s), d, lay) for s, d, lay in rows], fixed
 
 
 def nv_discriminator(resolution: int, group: str = "D") -> tuple[list[Leaf], dict]:
@@ -209,21 +209,21 @@ def nv_discriminator(resolution: int, group: str = "D") -> tuple[list[Leaf], dic
     for res in reversed(_block_res(resolution)[1:]):
         b = f"b{res}"
         layers = (["fromrgb"] if res == resolution else []) + ["conv0", "conv1"]
-        fixed[_join(group, f"{b}.resample_filter")] = fir_kernel()
+        fixed[join_key(group, f"{b}.resample_filter")] = fir_kernel()
         for c in layers:
             rows += [(f"{b}.{c}.weight", P + (b, c, "weight"), "conv"),
                      (f"{b}.{c}.bias", P + (b, c, "bias"), "same")]
-            fixed[_join(group, f"{b}.{c}.resample_filter")] = fir_kernel()
+            fixed[join_key(group, f"{b}.{c}.resample_filter")] = fir_kernel()
         rows += [(f"{b}.skip.weight", P + (b, "skip", "weight"), "conv")]
-        fixed[_join(group, f"{b}.skip.resample_filter")] = fir_kernel()
+        fixed[join_key(group, f"{b}.skip.resample_filter")] = fir_kernel()
     rows += [("b4.conv.weight", P + ("b4", "conv", "weight"), "conv"),
              ("b4.conv.bias", P + ("b4", "conv", "bias"), "same"),
              ("b4.fc.weight", P + ("b4", "fc", "kernel"), "dense"),
              ("b4.fc.bias", P + ("b4", "fc", "bias"), "same"),
              ("b4.out.weight", P + ("b4", "out", "kernel"), "dense"),
              ("b4.out.bias", P + ("b4", "out", "bias"), "same")]
-    fixed[_join(group, "b4.conv.resample_filter")] = fir_kernel()
-    return [Leaf(_join(group, s), d, lay) for s, d, lay in rows], fixed
+    fixed[join_key(group, "b4.conv.resample_filter")] = fir_kernel()
+    return [Leaf(join_key(group, s), d, lay) for s, d, lay in rows], fixed
 
 
 def generator_table(fmt: str, resolution: int, mapping_layers: int, group: str) -> tuple[list[Leaf], dict]:
@@ -241,7 +241,7 @@ def discriminator_table(fmt: str, resolution: int, group: str) -> tuple[list[Lea
 def count_indexed(keys, group: str, pattern: str, start: int = 0) -> int:
     """How many consecutive i >= start have `pattern.format(i)` under `group` (e.g. 'style.{}.weight')."""
     n = start
-    while _join(group, pattern.format(n)) in keys:
+    while join_key(group, pattern.format(n)) in keys:
         n += 1
     return n - start
 
@@ -252,7 +252,7 @@ def generator_widths(fmt: str, flat: dict, group: str) -> dict:
     Raises KeyError(key) for the first key it needs and cannot find.
     """
     def get(key: str) -> np.ndarray:
-        k = _join(group, key)
+        k = join_key(group, key)
         if k not in flat:
             raise KeyError(k)
         return flat[k]
@@ -271,8 +271,8 @@ def generator_widths(fmt: str, flat: dict, group: str) -> dict:
         first, last = get("mapping.fc0.weight"), get(f"mapping.fc{max(n_map, 1) - 1}.weight")
         chs = {}
         res = 4
-        while _join(group, f"synthesis.b{res}.torgb.weight") in keys:
-            chs[res] = flat[_join(group, f"synthesis.b{res}.torgb.weight")].shape[1]   # [3,I,1,1]
+        while join_key(group, f"synthesis.b{res}.torgb.weight") in keys:
+            chs[res] = flat[join_key(group, f"synthesis.b{res}.torgb.weight")].shape[1]   # [3,I,1,1]
             res *= 2
         img_channels = get("synthesis.b4.torgb.weight").shape[0]
     return dict(mapping_layers=n_map, z_dim=int(first.shape[1]), w_dim=int(last.shape[0]),
