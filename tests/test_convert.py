@@ -418,3 +418,17 @@ def test_cli_reports_a_bad_checkpoint_by_key(tmp_path, nv_sd, capsys):
     err = capsys.readouterr().err
     assert "missing key 'G_ema/synthesis.b32.torgb.bias' (expected shape (3,)" in err and str(src) in err
     assert not (tmp_path / "m").exists()
+
+
+def test_torch_state_dict_reads_like_the_npz(tmp_path, ros_sd):
+    """With torch installed: a torch.save'd rosinality checkpoint (incl. its argparse flags) reads like the .npz."""
+    torch = pytest.importorskip("torch")
+    import argparse
+
+    nested: dict = {"args": argparse.Namespace(size=32, n_mlp=2)}
+    for k, v in ros_sd.items():
+        group, _, key = k.rpartition("/")
+        (nested.setdefault(group, {}) if group else nested)[key] = torch.from_numpy(v)
+    torch.save(nested, tmp_path / "ros.pt")
+    flat = convert_io.read_checkpoint(tmp_path / "ros.pt")
+    assert set(flat) == set(ros_sd) and all(np.array_equal(flat[k], ros_sd[k]) for k in ros_sd)
