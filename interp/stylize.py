@@ -167,6 +167,12 @@ def make_optimizer(cfg: StyleConfig) -> optax.GradientTransformation:
 
 def make_step(cfg: StyleConfig) -> Callable:
     """jit(step)(img, opt_state, params, tgt) -> (img, opt_state, loss), one optimiser iteration."""
+    # Fields that do not enter the step are blanked so that configs differing only in them share one compile.
+    return _make_step(cfg.replace(steps=0, init="noise", noise=0.0, preserve_color=False, size=0, style_scale=1.0))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_step(cfg: StyleConfig) -> Callable:
     opt = make_optimizer(cfg)
 
     def step(img, opt_state, params, tgt):
