@@ -28,9 +28,8 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from interp.stylize import FEATURE_SCALE, total_variation
+from interp.stylize import FEATURE_SCALE, LineSearch, lbfgs, optimizer_step, total_variation
 from nets import vgg
 
 Array = jax.Array
@@ -51,6 +50,7 @@ class DFIConfig:
     color: Literal["global", "channel", "none"] = "global"   # match the result's mean/std to the input's
     pooling: vgg.Pooling = "max"
     lbfgs_memory: int = 10
+    linesearch: LineSearch = "zoom"                     # authors: scipy L-BFGS-B (line search); chainer-dfi: none
     margin: float = 0.5                                 # T needs attr >= margin, S needs attr <= -margin
     residual: bool = False                              # subtract the drift of an alpha-0 reconstruction
 
@@ -65,7 +65,8 @@ PRESETS = {
     # per-channel colour match, and only the change (minus a plain reconstruction's drift) added to the input.
     # It used 1000 iterations from random init; we start from the input, as the paper does.
     "chainer-dfi": DFIConfig(scaling="per-layer", normalize=False, feature_scale=FEATURE_SCALE, reduce="mean",
-                             tv_weight=100.0, tv_reduce="mean", steps=500, color="channel", residual=True),
+                             tv_weight=100.0, tv_reduce="mean", steps=500, color="channel", residual=True,
+                             lbfgs_memory=5, linesearch="none"),
 }
 
 
@@ -239,13 +240,11 @@ def make_step(cfg: DFIConfig) -> Callable:
 
 @functools.lru_cache(maxsize=4)
 def _make_step(cfg: DFIConfig) -> Callable:
-    opt = optax.lbfgs(memory_size=cfg.lbfgs_memory)
+    opt = lbfgs(cfg.lbfgs_memory, cfg.linesearch)
 
     def step(z, opt_state, params, target, scale):
         f = functools.partial(recon_loss, params=params, target=target, scale=scale, cfg=cfg)
-        loss, g = optax.value_and_grad_from_state(f)(z, state=opt_state)
-        upd, opt_state = opt.update(g, opt_state, z, value=loss, grad=g, value_fn=f)
-        return optax.apply_updates(z, upd), opt_state, loss
+        return optimizer_step(opt, f, z, opt_state, cfg.linesearch)
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -278,7 +277,7 @@ def edit(params: vgg.Params, x: np.ndarray, mean_s: dict, mean_t: dict, cfg: DFI
     def run(z0: np.ndarray, alpha: float, n: int) -> np.ndarray:
         target = jax.device_put(feature_target(phi_x, mean_s, mean_t, scale, alpha, cfg))
         z = jnp.array(z0, jnp.float32)[None]                     # [1,H,W,3], a fresh buffer (it is donated)
-        opt_state = jax.tree.map(jnp.copy, optax.lbfgs(memory_size=cfg.lbfgs_memory).init(z))
+        opt_state = jax.tree.map(jnp.copy, lbfgs(cfg.lbfgs_memory, cfg.linesearch).init(z))
         for _ in tqdm(range(n), desc=f"dfi alpha={alpha:g}", unit="it", disable=not progress):
             z, opt_state, _ = step(z, opt_state, params, target, scale_d)
         return np.asarray(z[0])

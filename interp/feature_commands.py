@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "conv1_2..conv4_3, lam 0.005, Adam lr 4 in 0..255")
     p.add_argument("--style-weights", type=float, nargs="+", help="blend weights, one per style (default equal)")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"])
+    p.add_argument("--linesearch", choices=["none", "zoom"],
+                   help="L-BFGS line search: none = unit steps as neural-style (default), zoom = strong Wolfe")
     p.add_argument("--lr", type=float, help="Adam step in 0..255 pixel units")
     p.add_argument("--steps", type=int, help="iterations (presets: gatys 1000, chainer-gogh 5000)")
     p.add_argument("--size", type=int, help="long side of the output in pixels (gatys 512, chainer-gogh 435)")
@@ -65,6 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "(default: LFW 40,20,210,190; CelebA 19,39,159,179)")
     d.add_argument("--steps", type=int, help="L-BFGS iterations for the first alpha (500)")
     d.add_argument("--tv-weight", type=float)
+    d.add_argument("--linesearch", choices=["none", "zoom"],
+                   help="L-BFGS line search (authors: zoom, as scipy's L-BFGS-B; chainer-dfi: none)")
+    d.add_argument("--residual", action="store_true",
+                   help="subtract the drift of a plain (alpha 0) reconstruction (on in the chainer-dfi preset)")
     d.add_argument("--vgg19-weights", help="torchvision VGG-19 state dict (.npz or .pth); default bundled VGG-16")
     d.add_argument("--cache-dir", default=os.path.join("~", ".cache", "gafu", "dfi"),
                    help="where neighbour feature means are cached (default ~/.cache/gafu/dfi)")
@@ -118,7 +124,8 @@ def _stylize(args: argparse.Namespace) -> int:
 
     cfg = stylize.PRESETS[args.preset]
     over = {k: getattr(args, k) for k in ("optimizer", "lr", "steps", "size", "style_scale", "content_weight",
-                                           "style_weight", "tv_weight", "init", "pooling") if getattr(args, k) is not None}
+                                           "style_weight", "tv_weight", "init", "pooling", "linesearch")
+            if getattr(args, k) is not None}
     if args.content_layers:
         over["content_layers"] = parse_layers(args.content_layers)
     if args.style_layers:
@@ -223,7 +230,10 @@ def _dfi(args: argparse.Namespace) -> int:
     from nets import images
 
     cfg = dfi.PRESETS[args.preset]
-    over = {k: getattr(args, k) for k in ("k", "steps", "tv_weight", "margin") if getattr(args, k) is not None}
+    over = {k: getattr(args, k) for k in ("k", "steps", "tv_weight", "margin", "linesearch")
+            if getattr(args, k) is not None}
+    if args.residual:
+        over["residual"] = True
     cfg = cfg.replace(**over, **({"alphas": tuple(args.alpha)} if args.alpha else {}))
     kind, names, files, attrs = read_attribute_file(args.attributes_file)
     cols = dfi.resolve_attributes(names, args.attribute)

@@ -136,3 +136,21 @@ def test_cli_stylize(tmp_path, capsys):
     assert "layer 'conv3_4' is not a vgg16 tap" in capsys.readouterr().err
     assert main(argv[:2] + ["missing.png"] + argv[3:]) == 2
     assert "image missing.png does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("linesearch", ["none", "zoom"])
+def test_lbfgs_variants_minimise_a_quadratic(linesearch):
+    """Both L-BFGS forms solve an ill-scaled quadratic; without a line search the first step is cautious."""
+    scale = jnp.asarray([1.0, 10.0, 100.0, 0.5])
+    f = lambda z: jnp.sum(scale * jnp.square(z - 3.0))                   # noqa: E731
+    opt = S.lbfgs(5, linesearch)
+    z = jnp.zeros(4)
+    state = opt.init(z)
+    step = jax.jit(lambda z, s: S.optimizer_step(opt, f, z, s, linesearch))
+    z1, state, _ = step(z, state)
+    if linesearch == "none":
+        assert float(jnp.sum(jnp.abs(z1 - z))) <= 1.0 + 1e-6           # min(1, 1/||g||_1) * g
+    z = z1
+    for _ in range(30):
+        z, state, _ = step(z, state)
+    np.testing.assert_allclose(z, 3.0, atol=1e-3)
