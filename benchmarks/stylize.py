@@ -1,13 +1,14 @@
 """Style-transfer iteration cost: seconds per iteration at 256 and 512 px, Adam vs L-BFGS (VGG-16, float32).
 
-    python benchmarks/stylize.py                              # 256:adam, 256:lbfgs, 512:adam, 512:lbfgs
+    python benchmarks/stylize.py                  # 256 and 512 px: adam, lbfgs (no line search), lbfgs-zoom
     python benchmarks/stylize.py --cases 256:lbfgs --iters 10
 
 Loss: the Gatys preset's layers (relu4_2 content, relu1_1..relu5_1 styles, avg pool, TV) for both optimisers, so
 the optimiser is the only difference. Content chelsea, style hubble_deep_field (skimage), long side = the size.
 Each case runs in a fresh subprocess (its own compile time and peak RSS): jit once, 2 warm-up iterations, then
-`--iters` timed iterations; the median is reported. An L-BFGS iteration includes its zoom line search, so it costs
-one or more loss+gradient evaluations; the mean count of line-search steps per iteration is reported too.
+`--iters` timed iterations; the median is reported. `lbfgs` is L-BFGS with unit steps (the gatys preset's
+default, as neural-style), one loss+gradient evaluation per iteration; `lbfgs-zoom` adds optax's zoom line search
+(the mean count of its steps per iteration is reported).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def run_case(size: int, optimizer: str, iters: int) -> dict:
     from interp import stylize as S
     from nets import vgg
 
-    cfg = S.PRESETS["gatys"].replace(optimizer=optimizer, size=size, lr=4.0)
+    opt, _, ls = optimizer.partition("-")
+    cfg = S.PRESETS["gatys"].replace(optimizer=opt, size=size, lr=4.0, linesearch=ls or "none")
     params = jax.device_put(vgg.vgg16_imagenet_params())
     c = jnp.asarray(S.resize_long(data.chelsea(), size))[None]
     s = jnp.asarray(S.resize_long(data.hubble_deep_field(), size))[None]
@@ -50,7 +52,7 @@ def run_case(size: int, optimizer: str, iters: int) -> dict:
         img, state, loss = compiled(img, state, params, tgt)
         loss.block_until_ready()
         ts.append(time.perf_counter() - t)
-        if optimizer == "lbfgs":
+        if ls == "zoom":
             info = optax.tree_utils.tree_get(state, "info")
             ls_steps.append(int(info.num_linesearch_steps))
     return dict(size=size, hw=list(c.shape[1:3]), optimizer=optimizer, s_per_iter=float(np.median(ts)),
@@ -60,7 +62,8 @@ def run_case(size: int, optimizer: str, iters: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="256:adam,256:lbfgs,512:adam,512:lbfgs", help="comma-separated SIZE:OPT")
+    ap.add_argument("--cases", default="256:adam,256:lbfgs,256:lbfgs-zoom,512:adam,512:lbfgs,512:lbfgs-zoom",
+                    help="comma-separated SIZE:OPT, OPT in adam | lbfgs | lbfgs-zoom")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -70,7 +73,7 @@ def main() -> None:
         return
     import jax
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs\n")
-    hdr = f"| {'case':<14} | {'image':>9} | {'s/iter':>7} | {'line-search steps/iter':>22} | {'compile s':>9} | " \
+    hdr = f"| {'case':<18} | {'image':>9} | {'s/iter':>7} | {'line-search steps/iter':>22} | {'compile s':>9} | " \
           f"{'peak RSS MB':>11} |"
     print(hdr)
     print("|" + "|".join("-" * len(c) for c in hdr.split("|")[1:-1]) + "|")
@@ -78,11 +81,11 @@ def main() -> None:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", case, "--iters", str(args.iters)],
                              capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"| {case:<14} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
+            print(f"| {case:<18} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         ls = f"{r['linesearch_steps']:.1f}" if r["linesearch_steps"] is not None else "-"
-        print(f"| {r['size']:>4} px {r['optimizer']:<6} | {r['hw'][1]:>4}x{r['hw'][0]:<4} | {r['s_per_iter']:7.3f} | "
+        print(f"| {r['size']:>4} px {r['optimizer']:<10} | {r['hw'][1]:>4}x{r['hw'][0]:<4} | {r['s_per_iter']:7.3f} | "
               f"{ls:>22} | {r['compile_s']:9.1f} | {r['peak_rss_mb']:11.0f} |", flush=True)
 
 

@@ -193,6 +193,12 @@ def test_cached_means_and_cli(params, faces, tmp_path, capsys):
         img = np.asarray(Image.open(tmp_path / f"out_a{a}.png"))
         assert img.shape == (SIZE, SIZE, 3)
     assert len(list((tmp_path / "cache").glob("dfi-*.npz"))) == 1
+    # a photo from outside the attribute file: neighbours by pixel distance instead
+    import shutil
+    shutil.copy(root / "Cy_Young" / "Cy_Young_0001.jpg", tmp_path / "me.jpg")
+    assert main([argv[0], str(tmp_path / "me.jpg")] + argv[2:] + ["--no-cache", "--alpha", "0.4"]) == 0
+    text = capsys.readouterr().out
+    assert "3 source / 3 target neighbours by pixel distance" in text and (tmp_path / "out.png").is_file()
     # bad input: a clear message, exit status 2
     bad = argv[:3] + ["Smile"] + argv[4:]
     assert main(bad) == 2
