@@ -12,8 +12,12 @@
 Feature scale. The authors used Gatys's *normalised* VGG-19 (every filter's mean activation 1); we approximate that
 with per-channel scales measured on S and T themselves (`channel_scale`: the same per-filter normalisation,
 computed on the neighbour images rather than ImageNet; nets/vgg.normalize_params shows the two are equivalent at the
-taps). chainer-dfi used the raw Caffe VGG-19, so its preset multiplies our torchvision-scale taps by
-stylize.FEATURE_SCALE instead. The images are floats in 0..255 throughout (both references' pixel scale).
+taps), with a floor so that filters faces barely excite are not blown up. chainer-dfi used the raw Caffe VGG-19, so
+its preset multiplies our torchvision-scale taps by stylize.FEATURE_SCALE instead. The images are floats in 0..255
+throughout (both references' pixel scale).
+
+The neighbour feature means are cached on disk keyed by the neighbour lists (`cached_means`): a second edit of the
+same image and attribute (another alpha, more iterations) skips the 2K forward passes.
 """
 from __future__ import annotations
 
