@@ -159,57 +159,23 @@ def _stylize(args: argparse.Namespace) -> int:
 def read_attribute_file(path: str | Path):
     """LFW `lfw_attributes.txt` or CelebA `list_attr_celeba.txt` -> (kind, names, files, attrs float32 [N,A]).
 
-    files are paths relative to the image folder (LFW: Name_With_Underscores/Name_With_Underscores_0001.jpg).
+    files are paths relative to the image folder (LFW: Name_With_Underscores/Name_With_Underscores_0001.jpg);
+    CelebA's booleans become +1/-1 like its file. The parsing itself is datasets/attributes.py's.
     """
     import numpy as np
+
+    from datasets import attributes
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"attribute file {path} does not exist")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if len(lines) < 2:
-        raise ValueError(f"{path}: too short to be an LFW or CelebA attribute file")
-    files, rows = [], []
-    if lines[0].lstrip().startswith("#"):                        # LFW: comment, '#\tperson\timagenum\t<names>'
-        kind, header = "lfw", lines[1].rstrip("\n").split("\t")
-        if header[:3] != ["#", "person", "imagenum"]:
-            raise ValueError(f"{path}:2: expected an LFW header '#<TAB>person<TAB>imagenum<TAB>...'")
-        names = header[3:]
-        for n, line in enumerate(lines[2:], 3):
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) != len(names) + 2:
-                raise ValueError(f"{path}:{n}: {len(cols)} columns, expected {len(names) + 2}")
-            person = cols[0].strip().replace(" ", "_")
-            try:
-                files.append(f"{person}/{person}_{int(cols[1]):04d}.jpg")
-                rows.append([float(v) for v in cols[2:]])
-            except ValueError:
-                raise ValueError(f"{path}:{n}: non-numeric image number or attribute value") from None
-    else:                                                        # CelebA: count, names, 'file v1 .. v40' rows
-        kind = "celeba"
-        try:
-            count = int(lines[0].strip())
-        except ValueError:
-            raise ValueError(f"{path}:1: expected an image count (CelebA) or a '#' comment (LFW)") from None
-        names = lines[1].split()
-        for n, line in enumerate(lines[2:], 3):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != len(names) + 1:
-                raise ValueError(f"{path}:{n}: {len(cols)} columns, expected {len(names) + 1}")
-            try:
-                rows.append([float(v) for v in cols[1:]])
-            except ValueError:
-                raise ValueError(f"{path}:{n}: non-numeric attribute value") from None
-            files.append(cols[0])
-        if len(rows) != count:
-            raise ValueError(f"{path}: header says {count} images but {len(rows)} rows follow (truncated file?)")
-    if not rows:
-        raise ValueError(f"{path}: no image rows")
-    return kind, names, files, np.asarray(rows, np.float32)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if first.lstrip().startswith("#"):
+        t = attributes.read_lfw_attributes(path)
+        return "lfw", list(t.names), list(t.files), np.asarray(t.values, np.float32)
+    t = attributes.read_celeba_attributes(path)
+    return "celeba", list(t.names), list(t.files), np.where(t.values, 1.0, -1.0).astype(np.float32)
 
 
 def load_face(path: Path, crop: tuple[int, int, int, int] | None, size: int, native: tuple[int, int] | None):

@@ -70,10 +70,10 @@ def test_read_lfw_and_celeba_files(tmp_path):
     assert kind == "celeba" and names[3] == "Smiling" and files == [f"00000{i}.jpg" for i in range(1, 5)]
     np.testing.assert_array_equal(attrs[2], [1, 1, 1, 1, -1])
     (tmp_path / "short.txt").write_text(CELEBA.replace("4\n", "5\n", 1))
-    with pytest.raises(ValueError, match=r"short\.txt: header says 5 images but 4 rows"):
+    with pytest.raises(ValueError, match=r"short\.txt: line 1 announces 5 images but 4 rows"):
         fc.read_attribute_file(tmp_path / "short.txt")
     (tmp_path / "bad.txt").write_text(CELEBA.replace("000003.jpg  1  1  1  1 -1", "000003.jpg 1 1"))
-    with pytest.raises(ValueError, match=r"bad\.txt:5: 3 columns, expected 6"):
+    with pytest.raises(ValueError, match=r"bad\.txt:5: expected a file name and 5 values; got 3 fields"):
         fc.read_attribute_file(tmp_path / "bad.txt")
 
 
