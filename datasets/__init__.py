@@ -1,0 +1,10 @@
+"""gafu datasets: tfds builders (array_record, no TensorFlow), the grain training pipeline, demo data.
+
+  builders.prepare_dataset(kind, out, src=..., resolution=...)   build a dataset (= `gafu prepare-data`)
+  pipeline.open_source(path, split) / make_train_iter(...)       read it as a sharded, resumable batch stream
+  demo.load_demo_domains(resolution)                              the embedded demo domains, in memory
+  attributes.read_celeba_attributes / read_lfw_attributes         attribute tables for DFI
+
+This package imports nothing else of gafu (see shared/docs/design.md). Submodules are imported on demand so
+that `import datasets` stays cheap.
+"""

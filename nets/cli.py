@@ -12,7 +12,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
-                   "interp.feature_commands")
+                   "interp.feature_commands", "interp.toonify_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

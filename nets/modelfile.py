@@ -59,7 +59,7 @@ def save_model(path: str | os.PathLike, variables: dict, config: dict | Any, arc
     """Write a model file atomically. `config` may be a dataclass (it is stored as a dict)."""
     path = Path(path).absolute()
     if path.exists() and not overwrite:
-        raise ModelFileError(f"{path} already exists (pass overwrite=True to replace it)")
+        raise ModelFileError(f"{path} already exists (choose another path, or ask to overwrite it)")
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
     header = {"format": FORMAT, "version": VERSION, "arch": arch, "config": config, "meta": meta or {}}

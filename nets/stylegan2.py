@@ -13,6 +13,7 @@ swapping and interpolation are tree_maps keyed on resolution (see interp/). Para
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -40,6 +41,7 @@ class StyleGAN2Config:
     channel_max: int = 512
     img_channels: int = 3
     fused_modconv: bool = False       # grouped-conv modulated conv: parity tests / accelerators only
+    conv_impl: str = "auto"           # 3x3 convs: 'auto' (Winograd on CPU, XLA elsewhere), 'xla', 'winograd'
     conv_clamp: float | None = None   # 256 for models trained with stylegan2-ada-pytorch
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
@@ -144,14 +146,15 @@ class SynthesisBlock(nn.Module):
         c, r = self.cfg, self.res
         ch = c.channels(r)
         kw = dict(fused=c.fused_modconv, clamp=c.conv_clamp)
+        ckw = dict(kw, conv_impl=c.conv_impl)
         idx = ws_index(r)
         if r == 4:
             const = self.param("const", nn.initializers.normal(1.0), (4, 4, ch))
             x = jnp.broadcast_to(const[None], (ws.shape[0], 4, 4, ch))
-            x = SynthesisLayer(ch, r, name="conv1", **kw)(x, ws[:, idx[0]], noise_mode)
+            x = SynthesisLayer(ch, r, name="conv1", **ckw)(x, ws[:, idx[0]], noise_mode)
         else:
-            x = SynthesisLayer(ch, r, up=2, name="conv0", **kw)(x, ws[:, idx[0]], noise_mode)
-            x = SynthesisLayer(ch, r, name="conv1", **kw)(x, ws[:, idx[1]], noise_mode)
+            x = SynthesisLayer(ch, r, up=2, name="conv0", **ckw)(x, ws[:, idx[0]], noise_mode)
+            x = SynthesisLayer(ch, r, name="conv1", **ckw)(x, ws[:, idx[1]], noise_mode)
         y = ToRGB(c.img_channels, name="torgb", **kw)(x, ws[:, idx[-1]])
         img = y if img is None else upsample2d(img) + y
         return x, img
@@ -209,7 +212,7 @@ class DiscriminatorBlock(nn.Module):
     def __call__(self, x: Array) -> Array:
         c, r = self.cfg, self.res
         tmp, out = c.channels(r), c.channels(r // 2)
-        kw = dict(clamp=c.conv_clamp)
+        kw = dict(clamp=c.conv_clamp, conv_impl=c.conv_impl)
         if self.first:
             x = Conv2d(tmp, kernel=1, act="lrelu", name="fromrgb", **kw)(x)
         y = Conv2d(out, kernel=1, use_bias=False, down=2, gain=math.sqrt(0.5), name="skip")(x)
@@ -227,7 +230,7 @@ class DiscriminatorEpilogue(nn.Module):
         c = self.cfg
         ch = c.channels(4)
         x = minibatch_std(x, c.mbstd_group_size, c.mbstd_num_channels)
-        x = Conv2d(ch, kernel=3, act="lrelu", clamp=c.conv_clamp, name="conv")(x)
+        x = Conv2d(ch, kernel=3, act="lrelu", clamp=c.conv_clamp, conv_impl=c.conv_impl, name="conv")(x)
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)                              # [N, C*4*4]
         x = Dense(ch, act="lrelu", name="fc")(x)
         return Dense(1, name="out")(x)[:, 0]                                              # [N]
@@ -249,16 +252,24 @@ class Discriminator(nn.Module):
         return DiscriminatorEpilogue(c, name="b4")(x)
 
 
+@functools.lru_cache(maxsize=16)
+def _init_fns(cfg: StyleGAN2Config):
+    """One jitted init per config (cached), so repeated inits do not re-trace or recompile."""
+    z = jnp.zeros((1, cfg.z_dim), jnp.float32)
+    img = jnp.zeros((1, cfg.resolution, cfg.resolution, cfg.img_channels), jnp.float32)
+    g = jax.jit(lambda k: Generator(cfg).init({"params": k}, z, noise_mode="const"))
+    d = jax.jit(lambda k: Discriminator(cfg).init(k, img))
+    return g, d
+
+
 def init_generator(cfg: StyleGAN2Config, key: Array) -> PyTree:
     """Variables {'params', 'buffers'} of a fresh generator (w_avg = 0, noise_const ~ N(0,1))."""
-    z = jnp.zeros((1, cfg.z_dim), jnp.float32)
-    return jax.jit(lambda k: Generator(cfg).init({"params": k}, z, noise_mode="const"))(key)
+    return _init_fns(cfg)[0](key)
 
 
 def init_discriminator(cfg: StyleGAN2Config, key: Array) -> PyTree:
     """Variables {'params'} of a fresh discriminator."""
-    img = jnp.zeros((1, cfg.resolution, cfg.resolution, cfg.img_channels), jnp.float32)
-    return jax.jit(lambda k: Discriminator(cfg).init(k, img))(key)
+    return _init_fns(cfg)[1](key)
 
 
 def param_count(tree: PyTree) -> int:

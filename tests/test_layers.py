@@ -154,3 +154,46 @@ def test_inject_noise_modes():
     assert float(jnp.std(r)) > 0.5 and np.array_equal(r[..., 0], r[..., 1])   # broadcast over channels
     with pytest.raises(ValueError, match="needs a key"):
         layers.inject_noise(x, jnp.asarray(1.0), "random")
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 7), (1, 4, 6, 3, 2), (3, 2, 2, 4, 4)])
+def test_winograd_conv_matches_xla_conv_and_gradients(rng, shape):
+    n, h, w_, i, o = shape
+    x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, i, o)), jnp.float32)
+    ref = layers.conv2d(x, w, impl="xla")
+    got = layers.conv3x3_winograd(x, w)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got), np_conv(np.asarray(x, np.float64), np.asarray(w, np.float64), 1),
+                               atol=1e-4)
+    ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+    gx, gw = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_winograd(x, w) * ct), (0, 1))(x, w)
+    rx, rw = jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, impl="xla") * ct), (0, 1))(x, w)
+    np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), atol=1e-3, rtol=1e-5)
+
+
+def test_conv_impl_dispatch():
+    x, w = jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 2, 2))
+    assert not layers._use_winograd(x, w, "winograd")          # odd size: falls back to XLA
+    wide = jnp.zeros((3, 3, 128, 128))
+    assert layers._use_winograd(jnp.zeros((1, 4, 4, 128)), wide, "auto") == (jax.default_backend() == "cpu")
+    assert not layers._use_winograd(jnp.zeros((1, 4, 4, 2)), w, "auto")      # narrow: XLA's conv
+    with pytest.raises(ValueError, match="conv_impl must be"):
+        layers.conv2d(x, w, impl="cudnn")
+
+
+def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
+    x = jnp.asarray(rng.standard_normal((2, 5, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 4, 3)), jnp.float32)
+    ref = layers.conv2d(x, w, up=2, impl="xla")
+    got = layers.conv2d(x, w, up=2, impl="winograd")
+    assert got.shape == ref.shape == (2, 10, 12, 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
+    raw = layers.conv_transpose_polyphase(x, w)
+    assert raw.shape == (2, 12, 14, 3) and float(jnp.abs(raw[:, -1]).max()) == 0.0
+    ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+    g = [jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, up=2, impl=m) * ct), (0, 1))(x, w)
+         for m in ("winograd", "xla")]
+    for a, b in zip(*g):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3, rtol=1e-5)
