@@ -1,6 +1,7 @@
 """Render generator samples for fixed seeds (one jitted call per batch) and write PNG grids."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -24,10 +25,16 @@ def load_generator(path: str) -> tuple[StyleGAN2Config, dict]:
     return StyleGAN2Config.from_dict(mf.config), mf.variables["G"]
 
 
+@functools.lru_cache(maxsize=16)
+def _render_fn(cfg: StyleGAN2Config, psi: float, noise_mode: str):
+    """One jitted sampler per (config, psi, noise mode): repeated renders do not re-trace or recompile."""
+    return jax.jit(lambda v, z, k: Generator(cfg).apply(v, z, psi=psi, noise_mode=noise_mode, rngs={"noise": k}))
+
+
 def render(cfg: StyleGAN2Config, g_vars: dict, z: np.ndarray, psi: float = 1.0, noise_mode: str = "const",
            batch: int = 8, seed: int = 0) -> np.ndarray:
     """z [N,z_dim] -> uint8 images [N,R,R,3], in batches through one compiled function."""
-    fn = jax.jit(lambda v, z, k: Generator(cfg).apply(v, z, psi=psi, noise_mode=noise_mode, rngs={"noise": k}))
+    fn = _render_fn(cfg, float(psi), noise_mode)
     out = []
     for i in range(0, len(z), batch):
         zb = z[i:i + batch]
