@@ -1,7 +1,7 @@
 """Generator forward throughput: config-f widths, float32, non-fused vs fused modulated conv.
 
     python benchmarks/generator.py                 # 64 px batch 8 and 256 px batch 4, both forms
-    python benchmarks/generator.py --cases 64:8:nonfused --repeats 10
+    python benchmarks/generator.py --cases 64:8:nonfused:xla,64:8:nonfused:winograd --repeats 10
 
 Each case runs in a fresh subprocess (so compile time and peak RSS are its own): jit once, 2 warm-up calls,
 then the median of `--repeats` timed calls. A plain 3x3 conv at N=8, 32x32, 512->512 is timed first: the
@@ -39,13 +39,13 @@ def _conv_rate() -> float:
     return 8 * 32 * 32 * 512 * 512 * 18 / 1e9 / sorted(ts)[2]
 
 
-def run_case(res: int, batch: int, form: str, repeats: int) -> dict:
+def run_case(res: int, batch: int, form: str, impl: str, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from nets.stylegan2 import Generator, init_generator, preset
-    cfg = preset("config-f", resolution=res, fused_modconv=(form == "fused"))
+    cfg = preset("config-f", resolution=res, fused_modconv=(form == "fused"), conv_impl=impl)
     g = init_generator(cfg, jax.random.key(0))
     z = jax.random.normal(jax.random.key(1), (batch, cfg.z_dim))
     fn = jax.jit(lambda g, z, k: Generator(cfg).apply(g, z, noise_mode="random", rngs={"noise": k}))
@@ -60,38 +60,38 @@ def run_case(res: int, batch: int, form: str, repeats: int) -> dict:
         compiled(g, z, jax.random.key(10 + i)).block_until_ready()
         ts.append(time.perf_counter() - t)
     med = float(np.median(ts))
-    return dict(res=res, batch=batch, form=form, s_per_batch=med, img_s=batch / med, compile_s=compile_s,
+    return dict(res=res, batch=batch, form=form, impl=impl, s_per_batch=med, img_s=batch / med, compile_s=compile_s,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="64:8:nonfused,64:8:fused,256:4:nonfused,256:4:fused",
-                    help="comma-separated RES:BATCH:FORM (FORM nonfused|fused)")
+                    help="comma-separated RES:BATCH:FORM[:IMPL] (FORM nonfused|fused; IMPL auto|xla|winograd)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        res, batch, form = args.one.split(":")
-        print(json.dumps(run_case(int(res), int(batch), form, args.repeats)))
+        res, batch, form, impl = (args.one.split(":") + ["auto"])[:4]
+        print(json.dumps(run_case(int(res), int(batch), form, impl, args.repeats)))
         return
     rate = _conv_rate()
     print(f"machine now: plain 3x3 conv (N8 32x32 512->512) at {rate:.0f} GFLOP/s; jax "
           f"{__import__('jax').__version__}, {os.cpu_count()} CPUs\n")
-    hdr = f"| {'case':<22} | {'img/s':>6} | {'s/batch':>7} | {'compile s':>9} | {'peak RSS MB':>11} | " \
+    hdr = f"| {'case':<27} | {'img/s':>6} | {'s/batch':>7} | {'compile s':>9} | {'peak RSS MB':>11} | " \
           f"{'ceiling img/s':>13} | {'vs reference':>12} |"
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for case in args.cases.split(","):
-        res, batch, form = case.split(":")
+        res, batch, form, impl = (case.split(":") + ["auto"])[:4]
         out = subprocess.run([sys.executable, __file__, "--one", case, "--repeats", str(args.repeats)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         ceiling = rate / GFLOP_PER_IMG.get(r["res"], float("nan"))
         ref = REFERENCE.get((r["res"], r["batch"]))
         vs = f"{r['img_s'] / ref:.2f}x" if ref else "-"
-        name = f"{res} px b{batch} {form}"
-        print(f"| {name:<22} | {r['img_s']:6.2f} | {r['s_per_batch']:7.3f} | {r['compile_s']:9.1f} | "
+        name = f"{res} px b{batch} {form} {impl}"
+        print(f"| {name:<27} | {r['img_s']:6.2f} | {r['s_per_batch']:7.3f} | {r['compile_s']:9.1f} | "
               f"{r['peak_rss_mb']:11.0f} | {ceiling:13.2f} | {vs:>12} |", flush=True)
 
 
