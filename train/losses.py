@@ -66,8 +66,9 @@ def ema_beta(batch: int, ema_kimg: float, rampup: float | None, cur_nimg: Array)
 
 
 def ema_update(ema: Array, new: Array, beta: Array) -> Array:
-    """new.lerp(ema, beta) = new + beta * (ema - new)."""
-    return new + beta * (ema - new)
+    """new.lerp(ema, beta), written as beta * ema + (1 - beta) * new so that beta = 0 copies `new` and
+    beta = 1 keeps `ema` bit-exactly."""
+    return beta * ema + (1.0 - beta) * new
 
 
 def ada_adjust(p: Array, rt: Array, target: float, batch: int, interval: int, ada_kimg: float) -> Array:
