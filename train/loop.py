@@ -154,7 +154,7 @@ def run(cfg: TrainConfig, workdir: str | Path, *, source: Any = None, make_iter:
             continue
         fetched = to_host(pending)
         pending = []
-        bad = [s + 1 - len(fetched) + i for i, f in enumerate(fetched) if not f["finite"]]
+        bad = [done - len(fetched) + i + 1 for i, f in enumerate(fetched) if not f["finite"]]  # 1-based steps
         window += fetched
         if bad:
             status = "non_finite"
