@@ -27,8 +27,9 @@ if cache:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import _fake_pipeline as fp  # noqa: E402
-from _train_common import global_batch, make_config, split_interleaved, step_config  # noqa: E402
+from _train_common import global_batch, split_interleaved, step_config  # noqa: E402
 
+from train.config import apply_overrides  # noqa: E402
 from train.loop import run  # noqa: E402
 from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host  # noqa: E402
 from train.state import init_state, state_to_tree  # noqa: E402
@@ -46,7 +47,9 @@ if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
     np.savez(os.path.join(out, "state.npz"), **flat)
 
-res = run(make_config("steps=4", "ckpt_every=2", "export_every=4", "sample_every=0"), os.path.join(out, "run"),
-          source=fp.faces(16), make_iter=fp.make_train_iter, progress=False, log=lambda s: None)
+# Same static config as the step above, so run() reuses its executable.
+run_cfg = apply_overrides(cfg, ["steps=4", "ckpt_every=2", "export_every=4", "sample_every=0"])
+res = run(run_cfg, os.path.join(out, "run"), source=fp.faces(8), make_iter=fp.make_train_iter, progress=False,
+          log=lambda s: None)
 assert res.status == "done" and res.last_checkpoint == 4, res
 print(f"worker {pid} ok", flush=True)

@@ -5,12 +5,14 @@ One call = NV's four phases in order: G main, G path-length reg (every g_reg_eve
 regularisation phases are `lax.cond` branches on `state.step`, so one executable serves every step.
 
 Randomness is a function of (seed, step, phase, global sample index) only: sample j on device d has global
-index j * num_devices + d, and every random draw of that sample (latents, mixing cutoff, noise maps,
-augmentation) comes from fold_in(fold_in(fold_in(key(seed), step), phase), index). So the same global batch
-gives the same update on 1 or on 8 devices (or processes); the minibatch-stddev groups of D agree too when
-each device holds a multiple of the group size, since NV's strided groups (i, i + N/G, ...) are exactly the
-groups of the interleaved layout. References: NVlabs/stylegan2-ada-pytorch `training/loss.py`,
-`training/training_loop.py`.
+index i = j * num_devices + d, and all its draws in a phase (latents, mixing cutoff, noise maps, augmentation)
+come from two keys fold_in(fold_in(key(seed), step), (i * NPHASE + phase) * 2 + {0, 1}) (a normal and a uniform
+vector, sliced up; few threefry calls keep the compile small). This is the "fold_in(step) then
+fold_in(axis_index)" rule with the axis index folded into the sample index, so the same global batch gives
+the same update on 1 or 8 devices or processes. The minibatch-stddev groups of D agree too when each device
+holds a multiple of the group size: NV's strided groups (i, i + N/G, ...) are exactly the groups of the
+interleaved layout. The noise maps are fed to the generator as per-sample 'const' buffers of a vmapped
+synthesis. References: NVlabs/stylegan2-ada-pytorch `training/loss.py`, `training/training_loop.py`.
 """
 from __future__ import annotations
 
