@@ -1,0 +1,101 @@
+"""Seconds per StyleGAN2 training step (G and D updated) and compile time, on the devices JAX sees.
+
+Default: config-f widths (channel_base 32768, channel_max 512) at 64 px, global batch 8, one device, the
+reference comparison of ../shared/docs/stylegan2.md §g.2 (PyTorch peer: 38.1 s/step on this 2-core CPU,
+no R1/PL, no mixing, no augmentation). Three kinds of step are timed from the same state:
+  plain   G main + D main              (state.step = 1: no lazy regularisation)
+  g_reg   + path-length phase          (state.step = 4)
+  both    + path length + R1 phases    (state.step = 0; happens every 16 steps)
+and the amortised cost over 16 steps is reported too. Run it without XLA's fake-device flag:
+
+  python benchmarks/train_step.py                        # 1 CPU device, config-f widths, 64 px, batch 8
+  python benchmarks/train_step.py --resolution 32 --channel-base 512 --channel-max 32 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8, help="global batch")
+    p.add_argument("--channel-base", type=int, default=32768)
+    p.add_argument("--channel-max", type=int, default=512)
+    p.add_argument("--devices", type=int, default=1, help="how many of the visible devices to use")
+    p.add_argument("--parallel", choices=["shard_map", "pmap"], default="shard_map")
+    p.add_argument("--ada", action="store_true", help="augment what D sees (off: as the PyTorch reference)")
+    p.add_argument("--no-mixing", action="store_true", help="style mixing off (the reference had none)")
+    p.add_argument("--repeats", type=int, default=2, help="timed steps per kind (after one warm-up)")
+    p.add_argument("--kinds", default="plain,g_reg,both")
+    args = p.parse_args(argv)
+
+    import jax
+    import numpy as np
+
+    from train.config import apply_overrides, preset
+    from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
+    from train.state import init_state
+    from train.step import static_config
+
+    cfg = apply_overrides(preset("config-f"), [
+        f"model.resolution={args.resolution}", f"model.channel_base={args.channel_base}",
+        f"model.channel_max={args.channel_max}", f"batch={args.batch}", f"parallel={args.parallel}",
+        f"ada.enabled={str(args.ada).lower()}"] + (["loss.style_mixing=0"] if args.no_mixing else []))
+    devices = tuple(jax.devices()[:args.devices])
+    mesh = make_mesh(devices)
+    r = cfg.model.resolution
+    x = np.random.RandomState(0).uniform(-1, 1, (len(devices), cfg.batch // len(devices), r, r, 3))
+    batch = put_batch(x.astype(np.float32), mesh, cfg.parallel)
+    t0 = time.perf_counter()
+    state = to_host(init_state(cfg, jax.random.key(0)))
+    t_init = time.perf_counter() - t0
+    fn = build_step(static_config(cfg), cfg.parallel, devices)
+    states = {"plain": 1, "g_reg": 4, "both": 0}
+
+    def placed(kind):
+        return put_replicated(state.replace(step=np.int32(states[kind])), mesh)
+
+    t0 = time.perf_counter()
+    if cfg.parallel == "shard_map":
+        compiled = fn.lower(placed("both"), batch).compile()
+        t_compile = time.perf_counter() - t0
+        call = compiled
+    else:
+        jax.block_until_ready(fn(placed("both"), batch))     # pmap compiles on first call
+        t_compile = time.perf_counter() - t0
+        call = fn
+    res = {"device": str(devices[0].device_kind), "num_devices": len(devices), "resolution": r,
+           "batch": cfg.batch, "channel_base": args.channel_base, "channel_max": args.channel_max,
+           "parallel": cfg.parallel, "ada": args.ada, "mixing": not args.no_mixing,
+           "init_s": round(t_init, 2), "compile_s": round(t_compile, 2)}
+    print(f"compile {t_compile:.1f} s (init {t_init:.1f} s)", flush=True)
+    for kind in args.kinds.split(","):
+        s = placed(kind)
+        jax.block_until_ready(call(s, batch))                   # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(call(s, batch))
+            times.append(time.perf_counter() - t0)
+        res[f"{kind}_s_per_step"] = round(statistics.median(times), 2)
+        res[f"{kind}_all"] = [round(t, 2) for t in times]
+        print(f"{kind}: {statistics.median(times):.2f} s/step (runs {res[f'{kind}_all']})", flush=True)
+    if all(f"{k}_s_per_step" in res for k in states):
+        # Over 16 steps: 1 'both' step, 3 more with path length, 12 plain.
+        res["amortised_s_per_step"] = round((res["both_s_per_step"] + 3 * res["g_reg_s_per_step"]
+                                             + 12 * res["plain_s_per_step"]) / 16, 2)
+        res["img_per_s"] = round(cfg.batch / res["amortised_s_per_step"], 3)
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Worker of the 2-process test (tests/test_train_distributed.py): one of N processes on localhost.
+
+argv: coordinator_port process_id num_processes out_dir. Each process has one CPU device and feeds its own
+rows of the fixed global batch; process 0 writes the resulting state to out_dir/state.npz. Then all processes
+run a 4-step `run()` with checkpoints and an EMA export in out_dir/run.
+"""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, os.path.dirname(__file__))
+
+port, pid, nproc, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+from train.parallel import init_distributed  # noqa: E402
+
+init_distributed(f"127.0.0.1:{port}", nproc, pid)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+cache = os.environ.get("GAFU_TEST_COMPILE_CACHE")
+if cache:
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+import _fake_pipeline as fp  # noqa: E402
+from _train_common import global_batch, split_interleaved, step_config  # noqa: E402
+
+from train.config import apply_overrides  # noqa: E402
+from train.loop import run  # noqa: E402
+from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host  # noqa: E402
+from train.state import init_state, state_to_tree  # noqa: E402
+from train.step import static_config  # noqa: E402
+
+assert jax.process_count() == nproc and jax.device_count() == nproc, (jax.process_count(), jax.device_count())
+cfg = step_config()
+mesh = make_mesh()
+state = put_replicated(to_host(init_state(cfg, jax.random.key(cfg.seed))), mesh)
+rows = split_interleaved(global_batch(cfg), jax.device_count())[pid:pid + 1]    # [1, n, R, R, C]: my device
+step = build_step(static_config(cfg), "shard_map", tuple(jax.devices()))
+new, metrics = step(state, put_batch(rows, mesh, "shard_map"))
+host = to_host(state_to_tree(new))
+if pid == 0:
+    flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
+    np.savez(os.path.join(out, "state.npz"), **flat)
+
+# Same static config as the step above, so run() reuses its executable.
+run_cfg = apply_overrides(cfg, ["steps=4", "ckpt_every=2", "export_every=4", "sample_every=0"])
+res = run(run_cfg, os.path.join(out, "run"), source=fp.faces(8), make_iter=fp.make_train_iter, progress=False,
+          log=lambda s: None)
+assert res.status == "done" and res.last_checkpoint == 4, res
+print(f"worker {pid} ok", flush=True)

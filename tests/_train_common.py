@@ -1,0 +1,37 @@
+"""Shared by the train tests and their subprocess workers: one tiny config (so every test reuses one compiled
+step per device layout) and a fixed global batch."""
+from __future__ import annotations
+
+import numpy as np
+
+from train.config import TrainConfig, apply_overrides, preset
+
+# batch 32: 4 samples per device on 8 devices (= the minibatch-stddev group).
+TEST_OVERRIDES = ["batch=32", "log_every=10", "ckpt_every=10", "sample_every=15", "export_every=15",
+                  "sample_seeds=4", "keep=2"]
+
+
+def make_config(*extra: str, resolution: int = 16) -> TrainConfig:
+    """The loop tests' config (16 px, 32 channels)."""
+    return apply_overrides(preset("tiny"), [f"model.resolution={resolution}"] + TEST_OVERRIDES + list(extra))
+
+
+def step_config() -> TrainConfig:
+    """The step-equivalence tests' config: 8 px (b4, b8), the smallest graph that has every kind of block.
+
+    Adam eps = 1: Adam divides by sqrt(v) + eps, so with eps = 1e-8 an element whose gradient is at float-noise
+    level (and the small lazy-regularisation gradients right after the main step) gets an O(lr) update whose
+    value depends on the summation order; an elementwise 1e-5 comparison would then measure Adam's
+    conditioning, not the parallel step. With eps = 1 the update is proportional to the gradient.
+    """
+    return make_config("opt.eps=1.0", resolution=8)
+
+
+def global_batch(cfg: TrainConfig, seed: int = 0) -> np.ndarray:
+    r = cfg.model.resolution
+    return np.random.RandomState(seed).uniform(-1, 1, (cfg.batch, r, r, cfg.model.img_channels)).astype(np.float32)
+
+
+def split_interleaved(x: np.ndarray, num_devices: int) -> np.ndarray:
+    """[N,...] -> [D, N/D, ...] with device d holding rows d, d+D, ... (the step's global sample order)."""
+    return np.swapaxes(x.reshape((x.shape[0] // num_devices, num_devices) + x.shape[1:]), 0, 1)

@@ -1,0 +1,91 @@
+"""The per-device step: pmap == shard_map, 8 devices == 1 device on the same global batch, and what one step
+does to the state. One tiny 8 px config (tests/_train_common.py), so each device layout compiles once."""
+import jax
+import numpy as np
+import pytest
+
+from _train_common import global_batch, split_interleaved, step_config
+from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
+from train.state import init_state, state_to_tree
+from train.step import static_config
+
+
+@pytest.fixture(scope="session")
+def step_setup():
+    cfg = step_config()
+    return cfg, to_host(init_state(cfg, jax.random.key(cfg.seed))), global_batch(cfg)
+
+
+_results: dict = {}
+
+
+def one_step(setup, mode: str, num_devices: int):
+    """(state, metrics) on host after one step from the initial state (step 0: every phase runs)."""
+    key = (mode, num_devices)
+    if key not in _results:
+        cfg, state0, x = setup
+        devices = tuple(jax.devices()[:num_devices])
+        mesh = make_mesh(devices)
+        fn = build_step(static_config(cfg), mode, devices)
+        new, metrics = fn(put_replicated(state0, mesh), put_batch(split_interleaved(x, num_devices), mesh, mode))
+        _results[key] = to_host((new, metrics))
+    return _results[key]
+
+
+def max_diffs(a, b) -> dict[str, float]:
+    ta, tb = state_to_tree(a[0]), state_to_tree(b[0])
+    flat = jax.tree_util.tree_flatten_with_path(ta)[0]
+    out = {jax.tree_util.keystr(p): float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+           for (p, x), y in zip(flat, jax.tree.leaves(tb))}
+    out.update({k: abs(float(a[1][k]) - float(b[1][k])) for k in a[1]})
+    return out
+
+
+def test_pmap_and_shard_map_give_the_same_step(step_setup):
+    assert len(jax.devices()) == 8
+    d = max_diffs(one_step(step_setup, "shard_map", 8), one_step(step_setup, "pmap", 8))
+    worst = max(d, key=d.get)
+    assert d[worst] <= 1e-6, (worst, d[worst])
+
+
+def test_eight_devices_give_the_same_update_as_one(step_setup):
+    d = max_diffs(one_step(step_setup, "shard_map", 8), one_step(step_setup, "shard_map", 1))
+    worst = max(d, key=d.get)
+    assert d[worst] <= 1e-5, (worst, d[worst])
+
+
+def test_first_step_runs_every_phase_and_updates_the_state(step_setup):
+    cfg, s0, _ = step_setup
+    s1, m = one_step(step_setup, "shard_map", 8)
+    assert int(s1.step) == 1
+    assert m["finite"] and m["did_g_reg"] == 1.0 and m["did_d_reg"] == 1.0
+    assert m["reg/r1"] > 0 and m["reg/pl"] > 0
+    # Path-length mean after the first step: lerp(0, mean length, 0.01) > 0, as reported.
+    assert float(s1.pl_mean) == pytest.approx(float(m["pl_mean"])) and float(s1.pl_mean) > 0
+    # With EMA ramp-up, beta = 0 at the first step: the EMA is exactly the updated G.
+    for e, g in zip(jax.tree.leaves(s1.g_ema), jax.tree.leaves(s1.g)):
+        np.testing.assert_array_equal(e, g)
+    changed = lambda a, b: [float(np.max(np.abs(x - y))) > 0 for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]  # noqa: E731
+    assert all(changed(s1.d["params"]["b4"], s0.d["params"]["b4"]))
+    assert all(changed(s1.g["params"]["mapping"], s0.g["params"]["mapping"]))
+    # w_avg moved from 0 towards the batch mean of w by (1 - 0.995); the noise maps did not change.
+    w_avg = s1.g["buffers"]["mapping"]["w_avg"]
+    assert 0 < float(np.abs(w_avg).max()) < 0.1
+    np.testing.assert_array_equal(s1.g["buffers"]["synthesis"]["b8"]["conv0"]["noise_const"],
+                                  s0.g["buffers"]["synthesis"]["b8"]["conv0"]["noise_const"])
+    # ADA: p is updated only at the end of each 4-step interval; the sign statistics accumulated.
+    assert float(s1.ada_p) == 0.0 and float(s1.ada_acc[1]) == cfg.batch
+
+
+def test_the_step_is_a_pure_function_of_state_and_batch(step_setup):
+    cfg, state0, x = step_setup
+    devices = tuple(jax.devices())
+    mesh = make_mesh(devices)
+    fn = build_step(static_config(cfg), "shard_map", devices)
+    again = to_host(fn(put_replicated(state0, mesh), put_batch(split_interleaved(x, 8), mesh, "shard_map")))
+    d = max_diffs(one_step(step_setup, "shard_map", 8), again)
+    assert max(d.values()) == 0.0
+    # A different step number draws different latents, noise and augmentations.
+    later = to_host(fn(put_replicated(state0.replace(step=np.int32(1)), mesh),
+                       put_batch(split_interleaved(x, 8), mesh, "shard_map")))
+    assert later[1]["loss/G"] != again[1]["loss/G"] and later[1]["did_d_reg"] == 0.0
