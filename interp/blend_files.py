@@ -1,0 +1,151 @@
+"""`gafu blend`: read two StyleGAN2 model files, blend their generators, write a new model file atomically.
+
+Recipes (BlendSpec.mode):
+  toonify  Pinkney's blend_models.py exactly (interp.blend.blend_models): `resolution` is the last block that
+           model_1 (LOW) supplies whole at level 0; mapping, w_avg, noise maps and b4/conv1 come from LOW.
+  swap     the clean mode: `resolution` is the first block taken from HIGH; with blend_width a logistic over
+           blocks centred between resolution/2 and resolution. Mapping and w_avg come with LOW (they follow the
+           lowest block), each noise map with its block.
+  lerp     ESRGAN network interpolation, every leaf (1 - alpha) * LOW + alpha * HIGH (noise maps picked whole).
+  schedule an explicit {R: alpha} per block resolution (alpha = share of HIGH); mapping follows the lowest block.
+D, when present, is copied from LOW (as blend_models.py copies G and D from its low-resolution pickle).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from interp import blend as B, paths
+from nets import images, modelfile
+from nets.stylegan2 import StyleGAN2Config
+
+PyTree = Any
+MODES = ("toonify", "swap", "lerp", "schedule")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendSpec:
+    """How to blend LOW (model_1) and HIGH (model_2) generator variables."""
+    mode: str                               # one of MODES
+    resolution: int | None = None           # toonify: JP's resolution; swap: first block from HIGH
+    level: int = 0                          # toonify only: switch at conv block 0 or 1
+    blend_width: float | None = None        # toonify: in positions (half blocks); swap: in blocks
+    alpha: float | None = None              # lerp: share of HIGH
+    schedule: dict[int, float] | None = None  # schedule: share of HIGH per block resolution
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown blend mode {self.mode!r}; choose from {MODES}")
+        need = {"toonify": "resolution", "swap": "resolution", "lerp": "alpha", "schedule": "schedule"}[self.mode]
+        if getattr(self, need) is None:
+            raise ValueError(f"blend mode {self.mode!r} needs {need}")
+        if self.blend_width is not None and self.mode not in ("toonify", "swap"):
+            raise ValueError(f"blend_width applies to the toonify and swap modes, not {self.mode!r}")
+        if self.level != 0 and self.mode != "toonify":
+            raise ValueError(f"level applies to the toonify mode only, not {self.mode!r}")
+
+    @property
+    def sweepable(self) -> bool:
+        return self.mode in ("toonify", "swap")
+
+    def at(self, resolution: int) -> "BlendSpec":
+        return dataclasses.replace(self, resolution=resolution)
+
+    def apply(self, low: PyTree, high: PyTree, names: tuple[str, str] = ("LOW", "HIGH")) -> PyTree:
+        """Blended generator variables {"params", "buffers"}."""
+        if self.mode == "toonify":
+            return B.blend_models(low, high, self.resolution, self.level, self.blend_width, names=names)
+        scope = paths.GENERATOR_SCOPE
+        if self.mode == "swap" and self.blend_width is None:
+            return B.swap(low, high, self.resolution, scope=scope, names=names)
+        if self.mode == "swap":
+            return B.smooth_swap(low, high, self.resolution, self.blend_width, scope=scope, names=names)
+        if self.mode == "lerp":
+            return B.blend(low, high, self.alpha, global_alpha=self.alpha, scope=scope, names=names)
+        return B.blend(low, high, dict(self.schedule), scope=scope, names=names)
+
+    def to_meta(self) -> dict:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.schedule is not None:
+            d["schedule"] = {str(k): float(v) for k, v in self.schedule.items()}
+        return d
+
+
+@dataclasses.dataclass
+class BlendResult:
+    model: Path
+    figure: Path | None
+    figure_rows: list[str]
+
+
+def _generator(mf: modelfile.ModelFile) -> dict:
+    if mf.arch != "stylegan2" or "G" not in mf.variables:
+        raise modelfile.ModelFileError(f"{mf.path} holds no StyleGAN2 generator 'G' (arch {mf.arch!r}, entries "
+                                       f"{sorted(mf.variables)})")
+    return mf.variables["G"]
+
+
+def _check_configs(low: modelfile.ModelFile, high: modelfile.ModelFile) -> StyleGAN2Config:
+    diff = sorted(k for k in set(low.config) | set(high.config) if low.config.get(k) != high.config.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {low.config.get(k)!r} vs {high.config.get(k)!r}" for k in diff)
+        raise B.BlendError(f"{low.path} and {high.path} have different model configs ({detail}); only models "
+                           f"of one architecture (one fine-tuned from the other) can be blended")
+    return StyleGAN2Config.from_dict(low.config)
+
+
+def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str | None = None,
+                seeds: tuple[int, ...] = tuple(range(6)), psi: float = 1.0, overwrite: bool = False) -> BlendResult:
+    """Blend the generators of two model files into `out` (and optionally write the swap figure PNG).
+
+    Everything is read and checked, and the figure rendered, before anything is written; a failure leaves no
+    output behind.
+    """
+    out_path = Path(out)
+    for p in [out_path] + ([Path(figure)] if figure else []):
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} already exists (pass --overwrite to replace it)")
+    if figure and not spec.sweepable:
+        raise ValueError(f"the swap figure sweeps the swap resolution: use the toonify or swap mode, "
+                         f"not {spec.mode!r}")
+    lo, hi = modelfile.load_model(low), modelfile.load_model(high)
+    g_lo, g_hi = _generator(lo), _generator(hi)
+    cfg = _check_configs(lo, hi)
+    names = (f"LOW {lo.path}", f"HIGH {hi.path}")
+    g_out = spec.apply(g_lo, g_hi, names)
+
+    grid, rows = None, []
+    if figure:
+        sweep = sorted({int(r) for r in _sweep_resolutions(spec, g_lo)}, reverse=True)
+        rows = ["LOW"] + [f"{spec.mode} at {r}" for r in sweep] + ["HIGH"]
+        from interp.figure import swap_figure
+        grid = swap_figure(cfg, g_lo, g_hi, lambda r: spec.at(r).apply(g_lo, g_hi, names), sweep, seeds, psi)
+
+    variables = {"G": g_out}
+    if "D" in lo.variables:
+        variables["D"] = lo.variables["D"]
+    meta = {"blend": {**spec.to_meta(), "low": str(lo.path), "high": str(hi.path),
+                      "D": "copied from low" if "D" in variables else "absent",
+                      "share_of_high": describe(spec, g_lo)},
+            "parents": {"low": lo.meta, "high": hi.meta}}
+    path = modelfile.save_model(out_path, variables, lo.config, arch=lo.arch, meta=meta, overwrite=overwrite)
+    fig_path = images.write_png(figure, grid) if figure else None
+    return BlendResult(path, fig_path, rows)
+
+
+def _sweep_resolutions(spec: BlendSpec, g: PyTree) -> tuple[int, ...]:
+    return B.resolutions(g, paths.GENERATOR_SCOPE)
+
+
+def describe(spec: BlendSpec, g: PyTree) -> dict[str, float]:
+    """{layer path: share of HIGH} for every layer of the blended generator (probed on scalar trees)."""
+    lo = jax.tree.map(lambda x: np.zeros((), np.float32), g)
+    hi = jax.tree.map(lambda x: np.ones((), np.float32), g)
+    shares: dict[str, float] = {}
+    for p, x in jax.tree_util.tree_flatten_with_path(spec.apply(lo, hi))[0]:
+        shares.setdefault(paths.path_str(paths.layer_path(p)), round(float(x), 6))
+    return shares
