@@ -32,8 +32,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from nets import images, lpips
-from nets import vgg
+from nets import images, lpips, vgg
 from nets.stylegan2 import Generator, StyleGAN2Config
 
 Array = jax.Array

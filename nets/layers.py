@@ -166,16 +166,22 @@ def conv_transpose_polyphase(x: Array, w: Array) -> Array:
     return y.reshape(n, 2 * h + 2, 2 * wd + 2, o)
 
 
-def _use_matmul_conv(impl: str) -> bool:
-    """Whether convs run as matmuls (Winograd / polyphase) rather than XLA's conv: on CPU by default."""
+# 'auto' uses the matmul forms only for wide convs (in * out channels at least this): there they beat XLA:CPU's
+# conv, while narrow convs are cheap either way and XLA's own conv compiles ~4x faster (mostly the gradients).
+MATMUL_CONV_MIN_WIDTH = 128 * 128
+
+
+def _use_matmul_conv(w: Array, impl: str) -> bool:
+    """Whether a conv runs as matmuls (Winograd / polyphase) rather than XLA's conv: wide convs on CPU."""
     if impl not in ("auto", "xla", "winograd"):
         raise ValueError(f"conv_impl must be 'auto', 'xla' or 'winograd'; got {impl!r}")
-    return impl == "winograd" or (impl == "auto" and jax.default_backend() == "cpu")
+    wide = w.shape[2] * w.shape[3] >= MATMUL_CONV_MIN_WIDTH
+    return impl == "winograd" or (impl == "auto" and wide and jax.default_backend() == "cpu")
 
 
 def _use_winograd(x: Array, w: Array, impl: str) -> bool:
     fits = w.shape[:2] == (3, 3) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
-    return _use_matmul_conv(impl) and fits
+    return _use_matmul_conv(w, impl) and fits
 
 
 def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float] = FIR_1331,
@@ -187,7 +193,7 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
     Winograd matmuls when `impl` is 'winograd' (or 'auto' on CPU) and the shapes allow it.
     """
     k = w.shape[0]
-    if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(impl):
+    if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(w, impl):
         # Same as below; the zero last row/column of the polyphase result stands in for the FIR's right pad.
         return upfirdn2d(conv_transpose_polyphase(x, w), f, pad=(1, 0, 1, 0), gain=4.0)
     if up == 2 and down == 1:

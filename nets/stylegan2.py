@@ -13,6 +13,7 @@ swapping and interpolation are tree_maps keyed on resolution (see interp/). Para
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -251,16 +252,24 @@ class Discriminator(nn.Module):
         return DiscriminatorEpilogue(c, name="b4")(x)
 
 
+@functools.lru_cache(maxsize=16)
+def _init_fns(cfg: StyleGAN2Config):
+    """One jitted init per config (cached), so repeated inits do not re-trace or recompile."""
+    z = jnp.zeros((1, cfg.z_dim), jnp.float32)
+    img = jnp.zeros((1, cfg.resolution, cfg.resolution, cfg.img_channels), jnp.float32)
+    g = jax.jit(lambda k: Generator(cfg).init({"params": k}, z, noise_mode="const"))
+    d = jax.jit(lambda k: Discriminator(cfg).init(k, img))
+    return g, d
+
+
 def init_generator(cfg: StyleGAN2Config, key: Array) -> PyTree:
     """Variables {'params', 'buffers'} of a fresh generator (w_avg = 0, noise_const ~ N(0,1))."""
-    z = jnp.zeros((1, cfg.z_dim), jnp.float32)
-    return jax.jit(lambda k: Generator(cfg).init({"params": k}, z, noise_mode="const"))(key)
+    return _init_fns(cfg)[0](key)
 
 
 def init_discriminator(cfg: StyleGAN2Config, key: Array) -> PyTree:
     """Variables {'params'} of a fresh discriminator."""
-    img = jnp.zeros((1, cfg.resolution, cfg.resolution, cfg.img_channels), jnp.float32)
-    return jax.jit(lambda k: Discriminator(cfg).init(k, img))(key)
+    return _init_fns(cfg)[1](key)
 
 
 def param_count(tree: PyTree) -> int:

@@ -176,7 +176,9 @@ def test_winograd_conv_matches_xla_conv_and_gradients(rng, shape):
 def test_conv_impl_dispatch():
     x, w = jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 2, 2))
     assert not layers._use_winograd(x, w, "winograd")          # odd size: falls back to XLA
-    assert layers._use_winograd(jnp.zeros((1, 4, 4, 2)), w, "auto") == (jax.default_backend() == "cpu")
+    wide = jnp.zeros((3, 3, 128, 128))
+    assert layers._use_winograd(jnp.zeros((1, 4, 4, 128)), wide, "auto") == (jax.default_backend() == "cpu")
+    assert not layers._use_winograd(jnp.zeros((1, 4, 4, 2)), w, "auto")      # narrow: XLA's conv
     with pytest.raises(ValueError, match="conv_impl must be"):
         layers.conv2d(x, w, impl="cudnn")
 

@@ -115,3 +115,42 @@ def test_preserve_color_keeps_content_chroma(params):
     # chroma equal to the content's up to uint8 rounding (<= 0.5 per channel -> <= ~0.6 in I and Q)
     np.testing.assert_allclose(out[inside][:, 1:], ref[inside][:, 1:], atol=0.7)
     assert np.abs(out[..., 0] - ref[..., 0]).mean() > 3                   # while the luminance changed
+
+
+def test_cli_stylize(tmp_path, capsys):
+    from PIL import Image
+
+    from nets.cli import main
+    Image.fromarray(skdata.chelsea()).save(tmp_path / "cat.png")
+    Image.fromarray(skdata.hubble_deep_field()).save(tmp_path / "hubble.jpg")
+    Image.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
+    out = tmp_path / "o" / "st.png"
+    argv = ["stylize", str(tmp_path / "cat.png"), str(tmp_path / "hubble.jpg"), str(tmp_path / "coffee.png"),
+            "--preset", "chainer-gogh", "--size", "40", "--steps", "4", "--style-weights", "2", "1",
+            "--save-every", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert f"wrote {out} (40x27" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape == (27, 40, 3)
+    assert (tmp_path / "o" / "st_00002.png").is_file()
+    assert main(argv + ["--style-layers", "relu1_1,conv3_4:2"]) == 2
+    assert "layer 'conv3_4' is not a vgg16 tap" in capsys.readouterr().err
+    assert main(argv[:2] + ["missing.png"] + argv[3:]) == 2
+    assert "image missing.png does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("linesearch", ["none", "zoom"])
+def test_lbfgs_variants_minimise_a_quadratic(linesearch):
+    """Both L-BFGS forms solve an ill-scaled quadratic; without a line search the first step is cautious."""
+    scale = jnp.asarray([1.0, 10.0, 100.0, 0.5])
+    f = lambda z: jnp.sum(scale * jnp.square(z - 3.0))                   # noqa: E731
+    opt = S.lbfgs(5, linesearch)
+    z = jnp.zeros(4)
+    state = opt.init(z)
+    step = jax.jit(lambda z, s: S.optimizer_step(opt, f, z, s, linesearch))
+    z1, state, _ = step(z, state)
+    if linesearch == "none":
+        assert float(jnp.sum(jnp.abs(z1 - z))) <= 1.0 + 1e-6           # min(1, 1/||g||_1) * g
+    z = z1
+    for _ in range(30):
+        z, state, _ = step(z, state)
+    np.testing.assert_allclose(z, 3.0, atol=1e-3)
