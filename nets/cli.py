@@ -12,7 +12,8 @@ import importlib
 import sys
 
 COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
-                   "interp.feature_commands", "interp.toonify_commands")
+                   "interp.feature_commands", "interp.toonify_commands",
+                   "train.demo_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
