@@ -67,7 +67,8 @@ def test_ema_beta_half_life_and_rampup():
 
 
 @settings(deadline=None, max_examples=25)
-@given(st.floats(-100, 100, width=32), st.floats(-100, 100, width=32))
+@given(st.floats(-100, 100, width=32, allow_subnormal=False),   # XLA:CPU flushes subnormals to zero
+       st.floats(-100, 100, width=32, allow_subnormal=False))
 def test_ema_update_copies_at_zero_and_holds_at_one(ema, new):
     assert float(losses.ema_update(jnp.float32(ema), jnp.float32(new), jnp.float32(0.0))) == np.float32(new)
     assert float(losses.ema_update(jnp.float32(ema), jnp.float32(new), jnp.float32(1.0))) == np.float32(ema)
