@@ -21,10 +21,22 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-cache = os.environ.get("GAFU_TEST_COMPILE_CACHE")
-if cache:
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# A compile cache shared by the workers: run() below recompiles the step through jit's dispatch path, and with
+# the cache that is a quick read in both processes (see the barrier below for why skew matters).
+jax.config.update("jax_compilation_cache_dir", os.environ.get("GAFU_TEST_COMPILE_CACHE") or os.path.join(out, "cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def barrier(name: str, timeout_s: float = 900.0) -> None:
+    """File barrier. gloo gives a peer only 30 s to join the first collective, and on a loaded 2-core machine
+    one process can finish compiling much later than the other."""
+    import time
+    open(os.path.join(out, f"{name}.{pid}"), "w").close()
+    deadline = time.time() + timeout_s
+    while not all(os.path.exists(os.path.join(out, f"{name}.{i}")) for i in range(nproc)):
+        if time.time() > deadline:
+            raise TimeoutError(f"barrier {name}: the other processes did not arrive in {timeout_s} s")
+        time.sleep(0.1)
 
 import _fake_pipeline as fp  # noqa: E402
 from _train_common import global_batch, split_interleaved, step_config  # noqa: E402
@@ -41,7 +53,10 @@ mesh = make_mesh()
 state = put_replicated(to_host(init_state(cfg, jax.random.key(cfg.seed))), mesh)
 rows = split_interleaved(global_batch(cfg), jax.device_count())[pid:pid + 1]    # [1, n, R, R, C]: my device
 step = build_step(static_config(cfg), "shard_map", tuple(jax.devices()))
-new, metrics = step(state, put_batch(rows, mesh, "shard_map"))
+batch = put_batch(rows, mesh, "shard_map")
+compiled = step.lower(state, batch).compile()
+barrier("compiled")
+new, metrics = compiled(state, batch)
 host = to_host(state_to_tree(new))
 if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}

@@ -190,3 +190,27 @@ def test_gafu_train_cli_runs_and_resumes(monkeypatch, faces, tmp_path, capsys):
     assert cli.main(["train", "--workdir", str(tmp_path), "--steps", "4", "--no-progress",
                      "--set", "loss.r1_gamma=5"]) == 2
     assert "different training recipe (loss.r1_gamma: 0.0256 -> 5.0)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fine_tune_with_freeze_d_and_frozen_generator_blocks(full_run, faces, tmp_path):
+    _, wd = full_run
+    src, _, _ = restore(wd)
+    cfg = make_config("steps=3", f"finetune.init_from={wd}", "finetune.freeze_d=4", "finetune.freeze_g_res=8",
+                      "finetune.freeze_mapping=true")
+    res = run(cfg, tmp_path, source=faces, make_iter=fp.make_train_iter, **QUIET)
+    new = to_host(res.state)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+    gs, gn = src.g["params"], new.g["params"]
+    assert same(new.d["params"]["b16"], src.d["params"]["b16"])                  # layers 0-3: b16.*
+    assert not same(new.d["params"]["b8"], src.d["params"]["b8"]) and not same(new.d["params"]["b4"],
+                                                                              src.d["params"]["b4"])
+    assert same(gn["mapping"], gs["mapping"]) and same(gn["synthesis"]["b4"], gs["synthesis"]["b4"])
+    assert same(gn["synthesis"]["b8"], gs["synthesis"]["b8"])
+    assert not same(gn["synthesis"]["b16"], gs["synthesis"]["b16"])
+
+
+def test_missing_input_pipeline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "datasets.pipeline", None)     # as if datasets/pipeline.py were absent
+    with pytest.raises(ValueError, match="needs the input pipeline datasets/pipeline.py"):
+        run(make_config("steps=1", "data=x"), tmp_path, **QUIET)

@@ -40,16 +40,26 @@ class RunResult:
     state: TrainState | None         # final state (replicated arrays) when done
 
 
+def _pipeline():
+    """datasets.pipeline, imported here only: the one place train/ touches data."""
+    try:
+        from datasets import pipeline
+    except ModuleNotFoundError as e:
+        if e.name in ("datasets", "datasets.pipeline"):
+            raise ValueError("training data needs the input pipeline datasets/pipeline.py, which this "
+                             "installation lacks") from e
+        raise
+    return pipeline
+
+
 def _default_make_iter(*args, **kwargs):
-    from datasets.pipeline import make_train_iter  # deferred: the one place train/ touches data
-    return make_train_iter(*args, **kwargs)
+    return _pipeline().make_train_iter(*args, **kwargs)
 
 
 def _open_source(cfg: TrainConfig):
     if cfg.data is None:
         raise ValueError("no training data: pass --data DIR_OR_NAME (or set data=... in the config)")
-    from datasets.pipeline import open_source
-    return open_source(cfg.data)
+    return _pipeline().open_source(cfg.data)
 
 
 def check_layout(cfg: TrainConfig, num_devices: int) -> int:
@@ -87,18 +97,27 @@ def run(cfg: TrainConfig, workdir: str | Path, *, source: Any = None, make_iter:
         devices: Sequence[jax.Device] | None = None, progress: bool = True,
         log: Callable[[str], None] = print) -> RunResult:
     """Train (or resume) in `workdir`. `source`/`make_iter` default to datasets.pipeline on `cfg.data`."""
+    workdir = Path(workdir).absolute()
+    devices = tuple(devices if devices is not None else jax.devices())
+    check_layout(cfg, len(devices))
+    src = source if source is not None else _open_source(cfg)         # fail fast on data problems
+    make_iter = make_iter or _default_make_iter
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep)
+    try:
+        return _run(cfg, workdir, src, make_iter, devices, ckpts, progress, log)
+    finally:
+        ckpts.close()
+
+
+def _run(cfg: TrainConfig, workdir: Path, src: Any, make_iter: Callable, devices: tuple, ckpts: Checkpoints,
+         progress: bool, log: Callable[[str], None]) -> RunResult:
     from tqdm.auto import tqdm
 
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     pidx, pcount = jax.process_index(), jax.process_count()
     main = pidx == 0
-    devices = tuple(devices if devices is not None else jax.devices())
     mesh = make_mesh(devices)
     local = [d for d in devices if d.process_index == pidx]
-    n = check_layout(cfg, len(devices))
-
-    ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep)
     data_state = None
     start = ckpts.latest_step()
     if start is not None:
@@ -111,79 +130,81 @@ def run(cfg: TrainConfig, workdir: str | Path, *, source: Any = None, make_iter:
         g = d = ema = None
         if cfg.finetune.init_from:
             cfg, g, d, ema, note = load_init(cfg.finetune.init_from, cfg)
-            n = check_layout(cfg, len(devices))
             log(note)
         state = put_replicated(to_host(init_state(cfg, jax.random.key(cfg.seed), g, d, ema)), mesh)
+    n = check_layout(cfg, len(devices))
     if main:
         images.atomic_write_bytes(workdir / "config.json", format_config(cfg).encode())
 
-    src = source if source is not None else _open_source(cfg)
-    it = (make_iter or _default_make_iter)(src, global_batch=cfg.batch, seed=cfg.seed, num_local_devices=len(local),
-                                           process_index=pidx, process_count=pcount, flip=cfg.flip)
+    it = make_iter(src, global_batch=cfg.batch, seed=cfg.seed, num_local_devices=len(local), process_index=pidx,
+                   process_count=pcount, flip=cfg.flip)
     if data_state is not None:
         it.set_state(data_state)
-    metrics_log = MetricLog(workdir, enabled=main, resume_step=start)
     step_fn = build_step(static_config(cfg), cfg.parallel, devices)
     render = _sample_renderer(cfg) if main and cfg.sample_every else None
     m = cfg.model
     want = (len(local), n, m.resolution, m.resolution, m.img_channels)
 
+    metrics_log = MetricLog(workdir, enabled=main, resume_step=start)
     pbar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
     pending: list[dict] = []       # device metrics not yet fetched
     window: list[dict] = []        # fetched metrics since the last log line
     t_last, s_last = time.time(), start
     status, good = "done", start
-    for s in range(start, cfg.steps):
-        batch = np.asarray(next(it)["image"], np.float32)
-        if batch.shape != want:
-            raise ValueError(f"the data yields image batches of shape {batch.shape}; this run needs {want} "
-                             f"([local devices, batch per device, R, R, C]); check model.resolution")
-        if s == start and main and start == 0:
-            images.write_png(workdir / "reals.png", images.make_grid(images.to_uint8(batch.reshape((-1,) + want[2:]))))
-        data_pos = it.get_state()  # the position after this step's batch: saved with this step's checkpoint
-        state, metrics = step_fn(state, put_batch(batch, mesh, cfg.parallel))
-        pending.append(metrics)
-        pbar.update(1)
-        done = s + 1
-        last = done == cfg.steps
-        do_log = done % cfg.log_every == 0 or last
-        do_ckpt = done % cfg.ckpt_every == 0 or last
-        do_sample = render is not None and (done % cfg.sample_every == 0 or last)
-        do_export = (cfg.export_every and done % cfg.export_every == 0) or last
-        if not (do_log or do_ckpt or do_sample or do_export):
-            continue
-        fetched = to_host(pending)
-        pending = []
-        bad = [done - len(fetched) + i + 1 for i, f in enumerate(fetched) if not f["finite"]]  # 1-based steps
-        window += fetched
-        if bad:
-            status = "non_finite"
-            metrics_log.event(bad[0], "non_finite", last_checkpoint=ckpts.latest_step(),
-                              message="non-finite loss or parameters; stopped, nothing written after it")
-            log(f"step {bad[0]}: non-finite loss or parameters; stopping. The latest checkpoint "
-                f"(step {ckpts.latest_step()}) is intact.")
-            break
-        good = done
-        if do_log:
-            elapsed = time.time() - t_last
-            vals = summarize(window)
-            vals.update({"kimg": done * cfg.batch / 1000, "img_per_s": (done - s_last) * cfg.batch / elapsed,
-                         "sec_per_step": elapsed / (done - s_last)})
-            metrics_log.write(done, vals)
-            pbar.set_postfix({"img/s": f"{vals['img_per_s']:.1f}", "G": f"{vals['loss/G']:.3f}",
-                              "D": f"{vals['loss/D']:.3f}", "p": f"{vals['ada/p']:.3f}"}, refresh=False)
-            window, t_last, s_last = [], time.time(), done
-        if do_ckpt:
-            ckpts.save(done, state, data_pos, cfg)
-        if do_export or do_sample:
-            ema = to_host(state.g_ema)
-            if do_export and main:
-                export_ema(workdir / "ema", ema, cfg, done)
-            if do_sample:
-                images.write_png(workdir / f"fakes{done:06d}.png", render(ema))
-    pbar.close()
-    metrics_log.close()
-    ckpts.close()
+    try:
+        for s in range(start, cfg.steps):
+            batch = np.asarray(next(it)["image"], np.float32)
+            if batch.shape != want:
+                raise ValueError(f"the data yields image batches of shape {batch.shape}; this run needs {want} "
+                                 f"([local devices, batch per device, R, R, C]); check model.resolution")
+            if s == 0 and main:
+                grid = images.make_grid(images.to_uint8(batch.reshape((-1,) + want[2:])))
+                images.write_png(workdir / "reals.png", grid)
+            data_pos = it.get_state()  # the position after this step's batch, saved with this step's checkpoint
+            state, metrics = step_fn(state, put_batch(batch, mesh, cfg.parallel))
+            pending.append(metrics)
+            pbar.update(1)
+            done = s + 1
+            last = done == cfg.steps
+            do_log = done % cfg.log_every == 0 or last
+            do_ckpt = done % cfg.ckpt_every == 0 or last
+            do_sample = render is not None and (done % cfg.sample_every == 0 or last)
+            do_export = (cfg.export_every and done % cfg.export_every == 0) or last
+            if not (do_log or do_ckpt or do_sample or do_export):
+                continue
+            fetched = to_host(pending)
+            pending = []
+            bad = [done - len(fetched) + i + 1 for i, f in enumerate(fetched) if not f["finite"]]  # 1-based
+            window += fetched
+            if bad:
+                status = "non_finite"
+                metrics_log.event(bad[0], "non_finite", last_checkpoint=ckpts.latest_step(),
+                                  message="non-finite loss or parameters; stopped, nothing written after it")
+                log(f"step {bad[0]}: non-finite loss or parameters; stopping. The latest checkpoint "
+                    f"(step {ckpts.latest_step()}) is intact.")
+                break
+            good = done
+            if do_log:
+                elapsed = time.time() - t_last
+                vals = summarize(window)
+                vals.update({"kimg": done * cfg.batch / 1000, "img_per_s": (done - s_last) * cfg.batch / elapsed,
+                             "sec_per_step": elapsed / (done - s_last)})
+                metrics_log.write(done, vals)
+                pbar.set_postfix({"img/s": f"{vals['img_per_s']:.1f}", "G": f"{vals['loss/G']:.3f}",
+                                  "D": f"{vals['loss/D']:.3f}", "p": f"{vals['ada/p']:.3f}"}, refresh=False)
+                window, t_last, s_last = [], time.time(), done
+            if do_ckpt:
+                ckpts.save(done, state, data_pos, cfg)
+            if do_export or do_sample:
+                ema = to_host(state.g_ema)
+                if do_export and main:
+                    export_ema(workdir / "ema", ema, cfg, done)
+                if do_sample:
+                    images.write_png(workdir / f"fakes{done:06d}.png", render(ema))
+    finally:
+        pbar.close()
+        metrics_log.close()
+    ckpts.wait()
     return RunResult(status, good, ckpts.latest_step(), workdir, state if status == "done" else None)
 
 
