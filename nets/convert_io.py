@@ -8,12 +8,13 @@ optional extra, imported inside the .pt/.pth reader.
 from __future__ import annotations
 
 import os
-import uuid
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from nets.images import atomic_write
 
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -100,15 +101,5 @@ def write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray], overwrite
         raise ConvertError(f"export target {path} must end in .npz")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass --overwrite / overwrite=True to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in flat.items()})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in flat.items()}))
     return path
