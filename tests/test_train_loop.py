@@ -214,3 +214,11 @@ def test_missing_input_pipeline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets.pipeline", None)     # as if datasets/pipeline.py were absent
     with pytest.raises(ValueError, match="needs the input pipeline datasets/pipeline.py"):
         run(make_config("steps=1", "data=x"), tmp_path, **QUIET)
+
+
+def test_runs_with_the_real_input_pipeline(faces, tmp_path):
+    from datasets import pipeline
+    res = run(make_config("steps=2"), tmp_path, source=pipeline.ArraySource(faces.images), **QUIET)
+    assert (res.status, res.last_checkpoint) == ("done", 2)
+    _, data, _ = restore(tmp_path)
+    assert data == {"epoch": 0, "index": 64, "seed": 0, "num_examples": 100}   # 2 batches of 32, saved as is

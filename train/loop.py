@@ -204,6 +204,8 @@ def _run(cfg: TrainConfig, workdir: Path, src: Any, make_iter: Callable, devices
     finally:
         pbar.close()
         metrics_log.close()
+        if hasattr(it, "close"):   # not in the contract, but a prefetching iterator may hold threads
+            it.close()
     ckpts.wait()
     return RunResult(status, good, ckpts.latest_step(), workdir, state if status == "done" else None)
 
