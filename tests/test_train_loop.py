@@ -14,6 +14,8 @@ import jax
 import numpy as np
 import pytest
 
+import datasets
+
 import _fake_pipeline as fp
 from _train_common import make_config
 from nets import cli
@@ -180,6 +182,7 @@ def test_gafu_train_cli_runs_and_resumes(monkeypatch, faces, tmp_path, capsys):
     mod.open_source = lambda spec, split="train": faces if spec == "lfw16" else fp.open_source(spec)
     mod.make_train_iter = fp.make_train_iter
     monkeypatch.setitem(sys.modules, "datasets.pipeline", mod)
+    monkeypatch.setattr(datasets, "pipeline", mod, raising=False)   # `from datasets import pipeline` reads this
     args = ["train", "--config", "tiny", "--workdir", str(tmp_path), "--data", "lfw16", "--no-progress",
             "--steps", "2"] + [f"--set={o}" for o in ("model.resolution=16", "batch=32", "sample_every=0")]
     assert cli.main(args) == 0
@@ -212,6 +215,7 @@ def test_fine_tune_with_freeze_d_and_frozen_generator_blocks(full_run, faces, tm
 
 def test_missing_input_pipeline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "datasets.pipeline", None)     # as if datasets/pipeline.py were absent
+    monkeypatch.delattr(datasets, "pipeline", raising=False)          # set once any test imported it
     with pytest.raises(ValueError, match="needs the input pipeline datasets/pipeline.py"):
         run(make_config("steps=1", "data=x"), tmp_path, **QUIET)
 
