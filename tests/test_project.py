@@ -6,26 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from _tiny_generator import tiny_generator
 from hypothesis import given, settings, strategies as st
 
 from interp import project as P
 from nets import images, lpips
-from nets.stylegan2 import Generator, init_generator, preset
+from nets.stylegan2 import Generator, preset
 
 # Projections run with conv_impl='xla': the Winograd path's gradient takes ~4x longer to compile, which a test
 # does not need. The weights do not depend on it, so they come from the plain 'tiny' preset, whose init other test
 # files compile too (the persistent compile cache then serves it).
 CFG = preset("tiny", conv_impl="xla")              # 32 px, num_ws 8, w_dim 32
 PC = P.ProjectConfig(steps=30, w_plus=True)        # test_toonify.py projects with the same config (one compile)
-
-
-def tiny_generator(seed: int = 0, noise_strength: float = 0.3) -> dict:
-    """A tiny G whose noise inputs matter (fresh generators have noise_strength 0)."""
-    g = jax.tree.map(np.asarray, init_generator(preset("tiny"), jax.random.key(seed)))
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: np.full_like(x, noise_strength) if "noise_strength" in jax.tree_util.keystr(p) else x,
-        g["params"])
-    return {"params": params, "buffers": g["buffers"]}
 
 
 @pytest.fixture(scope="module")

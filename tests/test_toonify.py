@@ -8,6 +8,8 @@ import re
 import jax
 import numpy as np
 import pytest
+
+from _tiny_generator import tiny_generator
 from PIL import Image
 from skimage import data
 
@@ -16,19 +18,11 @@ from interp import toonify as T
 from nets import images, lpips
 from nets.cli import main
 from nets.modelfile import save_model
-from nets.stylegan2 import init_generator, preset
+from nets.stylegan2 import preset
 
 CFG = preset("tiny", conv_impl="xla")              # as tests/test_project.py: one compile of the projector
 PC = P.ProjectConfig(steps=30, w_plus=True)        # = what `--steps 30 --space w+` builds
 R, PAD = 32, 2                                     # make_grid's default padding
-
-
-def tiny_generator(seed: int = 0, noise_strength: float = 0.3) -> dict:
-    g = jax.tree.map(np.asarray, init_generator(preset("tiny"), jax.random.key(seed)))
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: np.full_like(x, noise_strength) if "noise_strength" in jax.tree_util.keystr(p) else x,
-        g["params"])
-    return {"params": params, "buffers": g["buffers"]}
 
 
 def panels(png, n: int) -> list[np.ndarray]:
