@@ -156,18 +156,20 @@ def test_inject_noise_modes():
         layers.inject_noise(x, jnp.asarray(1.0), "random")
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 7), (1, 4, 6, 3, 2), (3, 2, 2, 4, 4)])
-def test_winograd_conv_matches_xla_conv_and_gradients(rng, shape):
+@pytest.mark.parametrize("shape,m", [((2, 8, 8, 5, 7), 2), ((2, 8, 8, 5, 7), 4), ((1, 4, 8, 3, 2), 4),
+                                     ((1, 4, 6, 3, 2), 2), ((3, 2, 2, 4, 4), 2)])
+def test_winograd_conv_matches_xla_conv_and_gradients(rng, shape, m):
     n, h, w_, i, o = shape
     x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, i, o)), jnp.float32)
+    assert layers.winograd_tile(x) == (4 if h % 4 == 0 and w_ % 4 == 0 else 2)
     ref = layers.conv2d(x, w, impl="xla")
-    got = layers.conv3x3_winograd(x, w)
+    got = layers.conv3x3_winograd(x, w, m)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(got), np_conv(np.asarray(x, np.float64), np.asarray(w, np.float64), 1),
                                atol=1e-4)
     ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
-    gx, gw = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_winograd(x, w) * ct), (0, 1))(x, w)
+    gx, gw = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_winograd(x, w, m) * ct), (0, 1))(x, w)
     rx, rw = jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, impl="xla") * ct), (0, 1))(x, w)
     np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), atol=1e-3, rtol=1e-5)
@@ -197,3 +199,77 @@ def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
          for m in ("winograd", "xla")]
     for a, b in zip(*g):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k,shape", [(3, (2, 8, 8, 4, 3)), (3, (1, 6, 10, 2, 5)), (1, (2, 8, 6, 3, 4))])
+def test_matmul_downconv_matches_xla_including_second_order(rng, k, shape):
+    """The im2col stride-2 conv (and the 1x1 matmul) against XLA's strided conv, values and the gradients R1
+    needs: d(image) and d(weights) of a loss on |d logits / d image|^2 (double backprop)."""
+    n, h, w_, i, o = shape
+    x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, i, o)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((n, h // 2, w_ // 2, o)), jnp.float32)
+
+    def xla(x, w):
+        if k == 1:
+            x = layers.upfirdn2d(x, down=2, pad=(1, 1, 1, 1))
+            return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=layers._DN)
+        x = layers.upfirdn2d(x, pad=(2, 2, 2, 2))
+        return jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=layers._DN)
+
+    def r1(conv):
+        def loss(x, w):
+            gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w)) * ct))(x)
+            return jnp.sum(jnp.square(gx))
+        return jax.grad(loss, (0, 1))(x, w)
+
+    ours = lambda x, w: layers.conv2d(x, w, down=2, impl="winograd")    # noqa: E731
+    np.testing.assert_allclose(np.asarray(ours(x, w)), np.asarray(xla(x, w)), atol=1e-4, rtol=1e-5)
+    for a, b in zip(r1(ours), r1(xla)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, rtol=1e-4)
+
+
+def test_conv1x1_is_a_channel_matmul(rng):
+    x = jnp.asarray(rng.standard_normal((2, 3, 5, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 1, 4, 6)), jnp.float32)
+    np.testing.assert_allclose(np.asarray(layers.conv2d(x, w)), np_conv(np.asarray(x, np.float64),
+                                                                        np.asarray(w, np.float64), 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("h,w_", [(7, 9), (8, 6)])
+def test_strided_conv_gradient_is_the_polyphase_transposed_conv(rng, h, w_):
+    """conv3x3_s2's custom backward on odd and even input sizes (the last row/column of an even input gets no tap)."""
+    x = jnp.asarray(rng.standard_normal((2, h, w_, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    xla = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=layers._DN)  # noqa
+    ct = jnp.asarray(rng.standard_normal(xla(x, w).shape), jnp.float32)
+    got = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_s2(x, w) * ct), (0, 1))(x, w)
+    want = jax.grad(lambda x, w: jnp.sum(xla(x, w) * ct), (0, 1))(x, w)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-5)
+
+
+def test_winograd_second_order_gradients_match_xla(rng):
+    """R1 and path length differentiate the conv twice: the custom backward must itself differentiate right."""
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+
+    def r1(conv):
+        def loss(x, w):
+            gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w)) * ct))(x)
+            return jnp.sum(jnp.square(gx))
+        return jax.grad(loss, (0, 1))(x, w)
+    for a, b in zip(r1(layers.conv3x3_winograd), r1(lambda x, w: layers.conv2d(x, w, impl="xla"))):
+        b = np.asarray(b)
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
+
+
+def test_winograd_f4_rounding_on_a_wide_layer(rng):
+    """F(4x4)'s larger transform constants cost precision; bound it on a network-like 256->256 layer."""
+    x = rng.standard_normal((1, 8, 8, 256)).astype(np.float32)
+    w = (rng.standard_normal((3, 3, 256, 256)) / np.sqrt(9 * 256)).astype(np.float32)
+    want = np_conv(x.astype(np.float64), w.astype(np.float64), 1)
+    for m, bound in ((2, 2e-5), (4, 1.5e-4)):
+        err = np.abs(np.asarray(layers.conv3x3_winograd(jnp.asarray(x), jnp.asarray(w), m)) - want).max()
+        assert err < bound, (m, err)
