@@ -39,8 +39,14 @@ class ModelFile:
 
 
 def _checkpointer():
+    """A checkpointer scoped to this process: model files hold host numpy arrays that one process reads or
+    writes on its own, while orbax's default under jax.distributed waits for every process at barriers."""
     import orbax.checkpoint as ocp  # deferred: orbax import costs ~0.2 s
-    return ocp.StandardCheckpointer()
+    if jax.process_count() == 1:
+        return ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
 
 
 def _fsync_dir(d: Path) -> None:

@@ -11,7 +11,6 @@ The EMA export `<workdir>/ema` is a gafu model file {"G": EMA variables} (nets.m
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -95,28 +94,8 @@ def export_ema(path: str | Path, ema: PyTree, cfg: TrainConfig, step: int) -> Pa
     process (the first) in multi-process runs."""
     meta = {"source": "gafu train", "step": int(step), "kimg": round(step * cfg.batch / 1000, 3),
             "init_from": cfg.finetune.init_from}
-    with _single_process_model_files():
-        return modelfile.save_model(path, {"G": jax.tree.map(np.asarray, ema)}, cfg.model, arch="stylegan2",
-                                    meta=meta, overwrite=True)
-
-
-@contextlib.contextmanager
-def _single_process_model_files():
-    """Under jax.distributed, orbax checkpointers synchronise all processes by default, so a model file
-    written by one process would wait forever at a barrier. Model files hold host numpy arrays written by one
-    process: give nets.modelfile a checkpointer scoped to this process while we write. (Shim until
-    nets.modelfile._checkpointer does this itself.)"""
-    if jax.process_count() == 1:
-        yield
-        return
-    ocp, me = _ocp(), jax.process_index()
-    original = modelfile._checkpointer
-    modelfile._checkpointer = lambda: ocp.StandardCheckpointer(
-        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
-    try:
-        yield
-    finally:
-        modelfile._checkpointer = original
+    return modelfile.save_model(path, {"G": jax.tree.map(np.asarray, ema)}, cfg.model, arch="stylegan2",
+                                meta=meta, overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
