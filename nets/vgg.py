@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from nets import layers
+
 Array = jax.Array
 Params = dict[str, dict[str, Any]]
 Pooling = Literal["max", "avg"]
@@ -110,8 +112,8 @@ def normalize_input(x: Array, input_range: tuple[float, float] = (0.0, 1.0)) -> 
 
 
 def _conv(x: Array, kernel: Array, bias: Array) -> Array:
-    y = lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    # 'same' 3x3 through the layer library: on CPU the wide layers (conv2_1 on) run as Winograd matmuls
+    y = layers.conv2d(x, kernel.astype(x.dtype))
     return y + bias.astype(x.dtype).reshape(1, 1, 1, -1)
 
 
