@@ -1,10 +1,18 @@
 """`gafu demo` (the README's main job) in a reduced form; the full-length run is in the slow tier."""
 import re
 
+import jax
+import numpy as np
 import pytest
 from PIL import Image
 
+from _tiny_generator import tiny_generator
 from nets.cli import main
+from nets.sampling import render, z_from_seeds
+from nets.stylegan2 import preset
+from train import config as C
+from train.demo_commands import demo_config, without_noise
+from train.step import static_config
 
 IMAGES = ("domains.png", "samples.png", "blend.png", "toonify.png")
 
@@ -28,7 +36,7 @@ def test_demo_pipeline_reduced(tmp_path):
     args = ["demo", "--out", str(out), "--steps-a", "2", "--steps-b", "2", "--project-steps", "2"]
     assert main(args) == 0
     text = _check_report(out)
-    assert "A after 2 steps" in text and "(2 steps, LPIPS" in text
+    assert "A after 2 steps" in text and "(2 steps, LPIPS" in text and "noise inputs off" in text
     assert main(args) == 2                      # an existing demo is not overwritten silently
 
 
@@ -37,3 +45,30 @@ def test_demo_full(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     _check_report(out)
+
+
+def test_demo_runs_share_one_compiled_step():
+    """A's training and B's fine-tune differ only in run-level fields, so B reuses A's compiled step."""
+    base = demo_config(seed=3)
+    run_a = base.replace(steps=2000, ckpt_every=2000, sample_every=2000)
+    tune = base.replace(steps=500, ckpt_every=500, sample_every=500,
+                        finetune=C.FinetuneConfig(init_from="/somewhere/train_A"))
+    assert static_config(run_a) == static_config(tune)
+    assert base.model == preset("tiny") and base.seed == 3
+    assert (base.loss.pl_weight, base.loss.style_mixing, base.ada.enabled) == (0.0, 0.0, False)
+
+
+def test_without_noise_zeroes_only_noise_strengths():
+    g = tiny_generator(noise_strength=0.3)
+    quiet = without_noise(g)
+    flat = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(quiet["params"])[0]}
+    orig = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(g["params"])[0]}
+    noisy = [k for k in flat if "noise_strength" in k]
+    assert len(noisy) == 7                          # b4.conv1 + two convs in each of b8, b16, b32
+    assert all(float(flat[k]) == 0.0 and float(orig[k]) == np.float32(0.3) for k in noisy)
+    assert all(flat[k] is orig[k] for k in flat if k not in noisy)
+    assert quiet["buffers"] is g["buffers"]
+    # With the noise off, 'const' and 'none' noise modes render the same images; with it on they differ.
+    cfg, z = preset("tiny"), z_from_seeds([0, 1], 32)
+    np.testing.assert_array_equal(render(cfg, quiet, z), render(cfg, quiet, z, noise_mode="none"))
+    assert np.any(render(cfg, g, z) != render(cfg, g, z, noise_mode="none"))
