@@ -130,7 +130,8 @@ def conv3x3_winograd(x: Array, w: Array, m: int | None = None) -> Array:
 
     Equal to lax.conv up to float rounding (F(4x4) rounds ~7x more than XLA's conv: ~5e-5 on unit-variance
     activations). On CPU it beats XLA's conv: 2.25x (m=2) or 4x (m=4) fewer multiplies, all in matmuls.
-    m defaults to winograd_tile(x). The backward is matmuls too (custom rule below).
+    m defaults to winograd_tile(x). The backward is matmuls too (a custom VJP, so forward-mode autodiff through
+    it is not available: use conv_impl='xla' for jax.jvp / jacfwd on CPU).
     """
     return _winograd(x, w, winograd_tile(x) if m is None else m)
 
@@ -202,27 +203,23 @@ def conv_transpose_polyphase(x: Array, w: Array) -> Array:
     return y.reshape(n, 2 * h + 2, 2 * wd + 2, o)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def matmul(a: Array, b: Array) -> Array:
     """a [P,K] @ b [K,O], whose backward materialises the incoming gradient before using it.
 
     Without the barrier XLA:CPU fuses the sum that forms dy (and its pads) into the transposed copy its weight-
     gradient dot needs, re-reading several arrays in a cache-hostile order (~10x slower than a plain copy).
+    A custom JVP (rather than VJP) keeps forward-mode autodiff working: JAX transposes the tangent map, and the
+    barrier on the tangent becomes a barrier on the cotangent.
     """
     return a @ b
 
 
-def _matmul_fwd(a: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
-    return a @ b, (a, b)
-
-
-def _matmul_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
-    a, b = res
-    dy = lax.optimization_barrier(dy)
-    return dy @ b.T, a.T @ dy
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+@matmul.defjvp
+def _matmul_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]) -> tuple[Array, Array]:
+    a, b = primals
+    da, db = tangents
+    return a @ b, lax.optimization_barrier(da @ b + a @ db)
 
 
 def _patches(x: Array, k: int, stride: int) -> Array:
@@ -252,6 +249,7 @@ def conv3x3_s2(x: Array, w: Array) -> Array:
 
     Autodiff would scatter the nine strided taps back with interior-padded pads, slow on CPU; the transposed
     conv of dy with the channel-swapped kernel is the same sum as four dense matmuls. x [N,H,W,I] -> [N,Ho,Wo,O].
+    A custom VJP: no forward-mode autodiff (conv_impl='xla' has it).
     """
     return conv_im2col(x, w, 2)
 

@@ -50,12 +50,13 @@ def test_demo_full(tmp_path):
 def test_demo_runs_share_one_compiled_step():
     """A's training and B's fine-tune differ only in run-level fields, so B reuses A's compiled step."""
     base = demo_config(seed=3)
-    run_a = base.replace(steps=2000, ckpt_every=2000, sample_every=2000)
-    tune = base.replace(steps=500, ckpt_every=500, sample_every=500,
+    run_a = base.replace(steps=3000, ckpt_every=3000, sample_every=3000)
+    tune = base.replace(steps=300, ckpt_every=300, sample_every=300,
                         finetune=C.FinetuneConfig(init_from="/somewhere/train_A"))
     assert static_config(run_a) == static_config(tune)
     assert base.model == preset("tiny") and base.seed == 3
     assert (base.loss.pl_weight, base.loss.style_mixing, base.ada.enabled) == (0.0, 0.0, False)
+    assert (base.opt.g_lr, base.opt.d_lr, base.loss.r1_gamma) == (0.01, 0.01, 1.0)
 
 
 def test_without_noise_zeroes_only_noise_strengths():

@@ -273,3 +273,13 @@ def test_winograd_f4_rounding_on_a_wide_layer(rng):
     for m, bound in ((2, 2e-5), (4, 1.5e-4)):
         err = np.abs(np.asarray(layers.conv3x3_winograd(jnp.asarray(x), jnp.asarray(w), m)) - want).max()
         assert err < bound, (m, err)
+
+
+def test_forward_mode_autodiff_through_xla_and_1x1_convs(rng):
+    """jax.jvp works through the 1x1 matmul on every backend and through any conv with conv_impl='xla'."""
+    x = jnp.asarray(rng.standard_normal((1, 4, 4, 128)), jnp.float32)
+    w1 = jnp.asarray(rng.standard_normal((1, 1, 128, 128)), jnp.float32)
+    w3 = jnp.asarray(rng.standard_normal((3, 3, 128, 128)), jnp.float32)
+    f = lambda x: layers.conv2d(layers.conv2d(x, w3, impl="xla"), w1)    # noqa: E731
+    _, t = jax.jvp(f, (x,), (x,))
+    np.testing.assert_allclose(np.asarray(t), np.asarray(f(x)), rtol=1e-4, atol=1e-3)   # linear in x
