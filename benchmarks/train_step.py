@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = apply_overrides(preset("config-f"), [
         f"model.resolution={args.resolution}", f"model.channel_base={args.channel_base}",
         f"model.channel_max={args.channel_max}", f"batch={args.batch}", f"parallel={args.parallel}",
-        f"ada.enabled={str(args.ada).lower()}", f"model.conv_impl={args.conv_impl}"] + (["loss.style_mixing=0"] if args.no_mixing else []))
+        f"ada.enabled={str(args.ada).lower()}", f"model.conv_impl={args.conv_impl}"]
+        + (["loss.style_mixing=0"] if args.no_mixing else []))
     devices = tuple(jax.devices()[:args.devices])
     mesh = make_mesh(devices)
     r = cfg.model.resolution

@@ -260,7 +260,7 @@ def _conv3x3_s2_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
 
 def _conv3x3_s2_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     x, w = res                                                        # dy [N,Ho,Wo,O]
-    n, h, wd, i = x.shape
+    h, wd = x.shape[1:3]
     dy = lax.optimization_barrier(dy)
     # dx[2p+a] += dy[p] w[a]^T: a stride-2 transposed conv (2Ho+2 long, covering H = 2Ho+1 or 2Ho+2).
     dx = conv_transpose_polyphase(dy, w.transpose(0, 1, 3, 2))[:, :h, :wd]

@@ -8,8 +8,8 @@
 
 The recipe (`demo_config`) is the 'tiny' preset made fast: the whole budget is a few tens of kimg, so the
 learning rate is 4x NV's, R1 is stronger than NV's 'auto' rule (gamma 1 rather than 0.0256), and path-length
-regularisation, style mixing and ADA (whose p could not move within
-this budget anyway) are off. One config serves both runs, so the fine-tune reuses the compiled step.
+regularisation, style mixing and ADA (whose p could not move within this budget anyway) are off. One config serves
+both runs, so the fine-tune reuses the compiled step.
 At this scale G learns to spend its per-pixel noise inputs on speckle (b16/b32 noise_strength grows to ~0.2 while
 D does not object), so the figures are drawn with the noise inputs switched off (noise_strength = 0): the
 deterministic part of each generator, which holds the faces.
@@ -118,8 +118,8 @@ def run_demo(out: str | Path, *, steps_a: int, steps_b: int, project_steps: int,
     images.write_png(out / "samples.png", images.make_grid(both))
     note("samples.png", f"Samples (EMA generators, 8 fixed seeds): A after {steps_a} steps (top), and B after "
          f"{steps_b} fine-tuning steps from A (bottom). Same seeds, so rows correspond. Recipe: 'tiny' preset, "
-         f"lr {DEMO_LR}, batch {base.batch}, R1 gamma {DEMO_R1}, no path-length reg, style mixing or ADA. All figures are drawn with "
-         "the per-pixel noise inputs off (at this scale G spends them on speckle).")
+         f"lr {DEMO_LR}, batch {base.batch}, R1 gamma {DEMO_R1}, no path-length reg, style mixing or ADA. All "
+         "figures are drawn with the per-pixel noise inputs off (at this scale G spends them on speckle).")
 
     swaps = [r for r in cfg.resolutions if r > 4]
     grid = figure.swap_figure(cfg, g_a, g_b, lambda r: BlendSpec(mode="swap", resolution=r).apply(g_a, g_b),
