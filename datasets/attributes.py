@@ -1,5 +1,5 @@
 """Readers for the face-attribute files DFI uses: CelebA's `list_attr_celeba.txt` / `list_eval_partition.txt` and
-LFW's `lfw_attributes.txt` (Kumar et al.). Formats as described in shared/docs/nst_dfi.md §3.4.
+LFW's `lfw_attributes.txt` (Kumar et al., "Attribute and Simile Classifiers for Face Verification", ICCV 2009).
 
 Errors name the file, the line number and what was wrong, so a damaged download is easy to find.
 """

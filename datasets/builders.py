@@ -1,8 +1,8 @@
 """tfds builders (array_record files, no TensorFlow needed) for every dataset gafu trains on.
 
 Each kind first makes a `Plan` (pure Python: which files go to which split, with which extra features), then one
-`GeneratorBasedBuilder` subclass per kind writes it. Images are fed to tfds as PNG bytes (tfds would need
-TensorFlow to encode arrays), see shared/docs/jax_ecosystem.md §1.2. Read a build back with
+`GeneratorBasedBuilder` subclass per kind writes it. Images are fed to tfds as PNG bytes: tfds encodes a numpy array
+with `tf.image.encode_png`, i.e. only with TensorFlow, but takes encoded bytes as they are. Read a build back with
 `datasets.pipeline.open_source(path, split)`.
 
 Kinds (`prepare_dataset(kind, ...)`, `gafu prepare-data KIND`):

@@ -12,12 +12,18 @@ The position is the whole state: `get_state()` -> {"epoch", "index"} (+ seed and
 
 grain runs the batch loads in threads with a prefetch buffer (PNG decoding in OpenCV/Pillow releases the GIL), so
 the next batches are ready while the training step runs. uint8 images become float32 in [-1, 1] (x / 127.5 - 1).
+
+Named splits (`make_batches`): a training recipe asks for batch keys, each a (split, feature) pair, e.g.
+{"A": ("trainA", "image"), "B": ("trainB", "image")}. Each distinct split is one such stream; the first uses `seed`
+itself (so one split gives exactly `make_train_iter`'s batches), the others seeds derived from (seed, split name).
+The features of one split come from the same examples, flipped together (an image and its rough sketch).
 """
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+import zlib
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,10 @@ _ENDLESS = 2 ** 62          # "infinite" length of the batch-index range fed to 
 
 
 class ArraySource:
-    """In-memory random-access source (tests, the demo): ArraySource(images uint8 [N,H,W,C], labels=None)."""
+    """In-memory random-access source (tests, the demo): ArraySource(images uint8 [N,H,W,C], labels=None,
+    **features [N, ...]); example i is {"image", "label", each feature} at index i."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, **features: np.ndarray):
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"ArraySource expects uint8 images [N,H,W,C]; got {images.dtype} {images.shape}")
@@ -37,6 +44,11 @@ class ArraySource:
             labels = np.asarray(labels)
             if labels.shape[:1] != images.shape[:1]:
                 raise ValueError(f"ArraySource: {len(labels)} labels for {len(images)} images")
+        self.features = {k: np.asarray(v) for k, v in features.items()}
+        for key, value in self.features.items():
+            if key in ("image", "label") or value.shape[:1] != images.shape[:1]:
+                raise ValueError(f"ArraySource: feature {key!r} has shape {value.shape} for {len(images)} images "
+                                 f"(extra features need a first axis of {len(images)} and another name)")
         self.images, self.labels = images, labels
 
     def __len__(self) -> int:
@@ -46,6 +58,8 @@ class ArraySource:
         ex = {"image": self.images[i]}                                   # [H,W,C] uint8
         if self.labels is not None:
             ex["label"] = self.labels[i]
+        for key, value in self.features.items():
+            ex[key] = value[i]
         return ex
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict]:
@@ -109,12 +123,19 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def collate(examples: list[dict], flips: np.ndarray, num_local_devices: int) -> dict:
-    """Examples -> {key: [D, B/(P*D), ...]}. Image-like values (uint8 [H,W,C]) are flipped where `flips` and
-    turned to float; other numeric values are stacked as they are; strings and bytes are dropped."""
+def is_text(value: Any) -> bool:
+    """Strings and bytes (file names, person names): not batched."""
+    return isinstance(value, (bytes, str)) or (isinstance(value, np.ndarray) and value.dtype.kind in "OSU")
+
+
+def collate(examples: list[dict], flips: np.ndarray, num_local_devices: int,
+            keys: Collection[str] | None = None) -> dict:
+    """Examples -> {key: [D, B/(P*D), ...]} (all keys, or those in `keys`). Image-like values (uint8 [H,W,C]) are
+    flipped where `flips` and turned to float; other numeric values are stacked as they are; strings and bytes are
+    dropped."""
     out = {}
     for key, first in examples[0].items():
-        if isinstance(first, (bytes, str)) or (isinstance(first, np.ndarray) and first.dtype.kind in "OSU"):
+        if (keys is not None and key not in keys) or is_text(first):
             continue
         x = np.stack([ex[key] for ex in examples])                                   # [L, ...]
         if x.dtype == np.uint8 and x.ndim == 4:                                      # [L,H,W,C] images
@@ -129,7 +150,8 @@ class TrainIter:
     """Endless iterator over training batches; see the module docstring for the exact stream."""
 
     def __init__(self, source, *, global_batch: int, seed: int, num_local_devices: int, process_index: int = 0,
-                 process_count: int = 1, flip: bool = True, num_threads: int = 2, prefetch: int = 4):
+                 process_count: int = 1, flip: bool = True, num_threads: int = 2, prefetch: int = 4,
+                 keys: Collection[str] | None = None):
         n = len(source)
         if n == 0:
             raise ValueError("the training source is empty")
@@ -144,6 +166,7 @@ class TrainIter:
         self.global_batch, self.num_local_devices = global_batch, num_local_devices
         self.process_index, self.process_count, self.flip = process_index, process_count, flip
         self.num_threads, self.prefetch = num_threads, prefetch
+        self.keys = None if keys is None else frozenset(keys)      # features to batch (None: every numeric one)
         self._position = 0          # stream position of the next global batch handed out
         self._iter = None
         self._perms: dict[int, np.ndarray] = {}
@@ -174,7 +197,7 @@ class TrainIter:
         src = self.source
         examples = src.__getitems__(idx) if hasattr(src, "__getitems__") else [src[i] for i in idx]
         flips = flip_mask(self.seed, pos) if self.flip else np.zeros(len(pos), bool)
-        return collate(list(examples), flips, self.num_local_devices)
+        return collate(list(examples), flips, self.num_local_devices, self.keys)
 
     # -- iteration ------------------------------------------------------------------------------------------
     def _start(self):
@@ -204,6 +227,12 @@ class TrainIter:
 
     def set_state(self, state: dict) -> None:
         """Continue from a `get_state()` result: the following batches equal those the saved iterator would give."""
+        position = self.position_of(state)
+        self.close()
+        self._position = position
+
+    def position_of(self, state: dict) -> int:
+        """The stream position a `get_state()` result stands for; ValueError if it does not fit this stream."""
         try:
             epoch, index = int(state["epoch"]), int(state["index"])
         except (KeyError, TypeError, ValueError):
@@ -213,8 +242,7 @@ class TrainIter:
         for key, mine in (("seed", self.seed), ("num_examples", self.num_examples)):
             if key in state and int(state[key]) != mine:
                 raise ValueError(f"data iterator state has {key}={state[key]} but this pipeline has {key}={mine}")
-        self.close()
-        self._position = epoch * self.num_examples + index
+        return epoch * self.num_examples + index
 
     def close(self) -> None:
         it, self._iter = self._iter, None
@@ -235,3 +263,128 @@ def make_train_iter(source, *, global_batch: int, seed: int, num_local_devices: 
     return TrainIter(open_source(source), global_batch=global_batch, seed=seed, num_local_devices=num_local_devices,
                      process_index=process_index, process_count=process_count, flip=flip, num_threads=num_threads,
                      prefetch=prefetch)
+
+
+# -- named splits ---------------------------------------------------------------------------------------------------
+def derived_seed(seed: int, split: str) -> int:
+    """The stream seed of a split after the first: 63 bits hashed from (seed, split name). Keyed on the name, not the
+    position, so that adding a split to a recipe leaves the other splits' streams as they were."""
+    words = np.random.SeedSequence([int(seed), zlib.crc32(split.encode())]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) | (int(words[1]) >> 1)
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, (str, os.PathLike)):
+        return f"dataset {data}"
+    return "the data dict" if isinstance(data, Mapping) else f"the {type(data).__name__} source"
+
+
+def open_split(data: Any, split: str):
+    """The source of `split`: a dict's entry, that split of a dataset folder / tfds name, or the source object."""
+    if isinstance(data, Mapping):                   # before open_source: a dict is random access too
+        if split not in data:
+            raise ValueError(f"the data dict has no split {split!r}; it has {', '.join(map(str, data)) or 'none'}")
+        return open_source(data[split], split)
+    return open_source(data, split)
+
+
+def check_features(features: Any) -> dict[str, tuple[str, str]]:
+    """{batch key: (split, feature)}, checked; pairs may be lists (as read from a JSON config)."""
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError(f"features must be a non-empty dict {{batch key: (split, feature)}}; got {features!r}")
+    out = {}
+    for key, pair in features.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(s, str) for s in pair)):
+            raise ValueError(f"features[{key!r}] must be a (split, feature) pair of names; got {pair!r}")
+        out[key] = (pair[0], pair[1])
+    return out
+
+
+def example_shapes(source, asked: Mapping[str, str], split: str, where: str) -> dict[str, tuple[int, ...]]:
+    """{batch key: shape of one example's value} for `asked` {batch key: feature}, read from the first example."""
+    if len(source) == 0:
+        raise ValueError(f"split {split!r} of {where} is empty")
+    first = source[0]
+    shapes = {}
+    for key, feature in asked.items():
+        if feature not in first:
+            raise ValueError(f"split {split!r} of {where} has no feature {feature!r} (asked for batch key {key!r}); "
+                             f"it has {', '.join(first)}")
+        if is_text(first[feature]):
+            raise ValueError(f"feature {feature!r} of split {split!r} of {where} is text, which is not batched "
+                             f"(asked for batch key {key!r})")
+        shapes[key] = tuple(np.shape(first[feature]))
+    return shapes
+
+
+class Batches:
+    """Endless iterator of {batch key: [D, B/(P*D), ...]} over named splits: one TrainIter per split."""
+
+    def __init__(self, streams: Mapping[str, TrainIter], features: Mapping[str, tuple[str, str]],
+                 shapes: Mapping[str, tuple[int, ...]]):
+        self.streams = dict(streams)            # split -> its stream, in the order of first appearance
+        self.features = dict(features)          # batch key -> (split, feature)
+        self._shapes = dict(shapes)
+
+    def batch_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per batch key, the shape of one example's value (e.g. (H, W, C)), known before any batch is loaded."""
+        return dict(self._shapes)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> dict:
+        per_split = {split: next(it) for split, it in self.streams.items()}
+        return {key: per_split[split][feature] for key, (split, feature) in self.features.items()}
+
+    def get_state(self) -> dict:
+        """JSON-serialisable {split: that stream's `TrainIter.get_state()`}."""
+        return {split: it.get_state() for split, it in self.streams.items()}
+
+    def set_state(self, state: Mapping) -> None:
+        """Continue from a `get_state()` result, or from a single stream's state (checkpoints written with
+        `make_train_iter`) when there is one split. Every split's state is checked before any stream moves."""
+        if isinstance(state, Mapping) and "epoch" in state and not isinstance(state["epoch"], Mapping):
+            if len(self.streams) != 1:
+                raise ValueError(f"a single-stream data state {dict(state)} cannot resume the {len(self.streams)} "
+                                 f"splits {', '.join(self.streams)}")
+            state = {next(iter(self.streams)): state}
+        if not isinstance(state, Mapping) or set(state) != set(self.streams):
+            got = ", ".join(map(str, state)) if isinstance(state, Mapping) else repr(state)
+            raise ValueError(f"data state has splits [{got}] but this pipeline reads [{', '.join(self.streams)}]")
+        for split, it in self.streams.items():
+            try:
+                it.position_of(state[split])
+            except ValueError as e:
+                raise ValueError(f"split {split!r}: {e}") from None
+        for split, it in self.streams.items():
+            it.set_state(state[split])
+
+    def close(self) -> None:
+        for it in self.streams.values():
+            it.close()
+
+
+def make_batches(data: Any, features: Mapping[str, tuple[str, str]], *, global_batch: int, seed: int,
+                 num_local_devices: int, process_index: int = 0, process_count: int = 1, flip: bool = True,
+                 num_threads: int = 2, prefetch: int = 4) -> Batches:
+    """Batches of the named splits and features a recipe asks for (see the module docstring).
+
+    `data`: a dataset folder or tfds name (each split opened with `open_source(data, split)`), a random-access
+    source (the source of every split asked for), or a dict {split: source}. `features`: {batch key: (split,
+    feature)}, e.g. {"image": ("train", "image")}. Batches: {batch key: [D, B/(P*D), ...]}, laid out and converted
+    as `make_train_iter` does; with one split, its batches are exactly `make_train_iter`'s.
+    """
+    features = check_features(features)
+    where = _describe(data)
+    streams, shapes = {}, {}
+    for split in dict.fromkeys(split for split, _ in features.values()):           # first appearance order
+        source = open_split(data, split)
+        asked = {key: feature for key, (s, feature) in features.items() if s == split}
+        shapes.update(example_shapes(source, asked, split, where))
+        streams[split] = TrainIter(source, global_batch=global_batch,
+                                   seed=derived_seed(seed, split) if streams else seed,
+                                   num_local_devices=num_local_devices, process_index=process_index,
+                                   process_count=process_count, flip=flip, num_threads=num_threads,
+                                   prefetch=prefetch, keys=set(asked.values()))
+    return Batches(streams, features, {key: shapes[key] for key in features})

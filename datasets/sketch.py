@@ -1,7 +1,7 @@
 """SPADE-AnimeFace "rough sketch" conditioning images (OpenCV), and an on-disk cache for them.
 
-The preprocessing of imoken1122/SPADE-AnimeFace (`img_preprocessing.py`, re-implemented from its description in
-shared/docs/spade_gnr.md §a.11): RGB->HSV, median blur 9, pyramid mean-shift filtering (spatial radius 52, colour
+The preprocessing of imoken1122/SPADE-AnimeFace (`img_preprocessing.py`; its `test.py` runs the same steps
+inline): RGB->HSV, median blur 9, pyramid mean-shift filtering (spatial radius 52, colour
 radius 52, OpenCV defaults maxLevel=1 and 5 iterations / eps 1), median blur 15, HSV->RGB. Mean shift runs on HSV
 values as if hue were linear (no wrap-around), like the original. It costs about 4 s per 256 px image on one CPU
 core, so builds run it in a process pool and keep every result in a content-addressed cache: an interrupted or
