@@ -1,8 +1,8 @@
 """Seconds per StyleGAN2 training step (G and D updated) and compile time, on the devices JAX sees.
 
-Default: config-f widths (channel_base 32768, channel_max 512) at 64 px, global batch 8, one device, the
-reference comparison of ../shared/docs/stylegan2.md §g.2 (PyTorch peer: 38.1 s/step on this 2-core CPU,
-no R1/PL, no mixing, no augmentation). Three kinds of step are timed from the same state:
+Default: config-f widths (channel_base 32768, channel_max 512) at 64 px, global batch 8, one device: the case
+timed for rosinality/stylegan2-pytorch `train.py` on this 2-core CPU (38.1 s/step, no R1/PL, no mixing, no
+augmentation; see the README's Performance table). Three kinds of step are timed from the same state:
   plain   G main + D main              (state.step = 1: no lazy regularisation)
   g_reg   + path-length phase          (state.step = 4)
   both    + path length + R1 phases    (state.step = 0; happens every 16 steps)
@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     from train.config import apply_overrides, preset
     from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
-    from train.state import init_state
-    from train.step import static_config
 
     cfg = apply_overrides(preset("config-f"), [
         f"model.resolution={args.resolution}", f"model.channel_base={args.channel_base}",
@@ -57,13 +55,15 @@ def main(argv: list[str] | None = None) -> dict:
         + (["loss.style_mixing=0"] if args.no_mixing else []))
     devices = tuple(jax.devices()[:args.devices])
     mesh = make_mesh(devices)
-    r = cfg.model.resolution
+    rec, hp = cfg.recipe, cfg.hparams
+    r = hp.model.resolution
     x = np.random.RandomState(0).uniform(-1, 1, (len(devices), cfg.batch // len(devices), r, r, 3))
-    batch = put_batch(x.astype(np.float32), mesh, cfg.parallel)
+    batch = put_batch({"image": x.astype(np.float32)}, mesh, cfg.parallel)
+    seed = put_replicated(np.uint32(0), mesh)
     t0 = time.perf_counter()
-    state = to_host(init_state(cfg, jax.random.key(0)))
+    state = to_host(rec.init(hp, jax.random.key(0), None)[1])
     t_init = time.perf_counter() - t0
-    fn = build_step(static_config(cfg), cfg.parallel, devices)
+    fn = build_step(rec.step, hp, cfg.parallel, devices)
     states = {"plain": 1, "g_reg": 4, "both": 0}
 
     def placed(kind):
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     if cfg.parallel == "shard_map":
-        compiled = fn.lower(placed("both"), batch).compile()
+        compiled = fn.lower(placed("both"), batch, seed).compile()
         t_compile = time.perf_counter() - t0
         call = compiled
     else:
-        jax.block_until_ready(fn(placed("both"), batch))     # pmap compiles on first call
+        jax.block_until_ready(fn(placed("both"), batch, seed))     # pmap compiles on first call
         t_compile = time.perf_counter() - t0
         call = fn
     res = {"device": str(devices[0].device_kind), "num_devices": len(devices), "resolution": r,
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"compile {t_compile:.1f} s (init {t_init:.1f} s)", flush=True)
     for kind in args.kinds.split(","):
         s = placed(kind)
-        jax.block_until_ready(call(s, batch))                   # warm-up
+        jax.block_until_ready(call(s, batch, seed))                   # warm-up
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            jax.block_until_ready(call(s, batch))
+            jax.block_until_ready(call(s, batch, seed))
             times.append(time.perf_counter() - t0)
         res[f"{kind}_s_per_step"] = round(statistics.median(times), 2)
         res[f"{kind}_all"] = [round(t, 2) for t in times]

@@ -1,12 +1,13 @@
-"""Training checkpoints (orbax CheckpointManager), EMA model-file exports, and `--init-from` loading.
+"""Training checkpoints (orbax CheckpointManager), model-file exports, and `--init-from` loading, for any family.
 
-A checkpoint `<workdir>/ckpt/<step>/` holds three items: `state` (TrainState as a plain tree of arrays),
+A checkpoint `<workdir>/ckpt/<step>/` holds three items: `state` (the recipe's state as a plain tree of arrays),
 `data` (the input iterator position, JSON) and `config` (the TrainConfig, JSON). orbax writes each step into a
 temporary directory and renames it into place when complete, so a process killed during a save leaves at most
 a temporary directory that `latest_step` ignores (and the next manager removes): the latest checkpoint is
-always a complete one. Restores use abstract targets that carry shardings (jax_ecosystem.md §2(c), Gotcha 1).
+always a complete one. Restores use abstract targets that carry shardings, so arrays land where the step
+wants them (orbax's documented way to restore onto a mesh).
 
-The EMA export `<workdir>/ema` is a gafu model file {"G": EMA variables} (nets.modelfile), the file that
+The export `<workdir>/ema` is the gafu model file the recipe publishes (nets.modelfile), the file that
 `gafu blend` / `gafu sample` read.
 """
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import flax.serialization
 import jax
 import numpy as np
 
 from nets import modelfile
-from nets.stylegan2 import StyleGAN2Config, init_discriminator, init_generator
 from train.config import TrainConfig
-from train.state import TrainState, init_state, state_to_tree, tree_to_state
 
 PyTree = Any
 
@@ -46,7 +46,7 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return list(self.mngr.all_steps())
 
-    def save(self, step: int, state: TrainState, data_state: dict, cfg: TrainConfig) -> None:
+    def save(self, step: int, state: Any, data_state: dict, cfg: TrainConfig) -> None:
         """Start an asynchronous save (device arrays are copied before this returns)."""
         ocp = _ocp()
         self.mngr.save(step, args=ocp.args.Composite(
@@ -58,10 +58,10 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         return self.mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
 
-    def restore(self, template: TrainState, sharding: jax.sharding.Sharding,
-                step: int | None = None) -> tuple[TrainState, dict, dict]:
+    def restore(self, template: Any, sharding: jax.sharding.Sharding,
+                step: int | None = None) -> tuple[Any, dict, dict]:
         """(state, data position, config dict) of `step` (default: the latest), arrays placed on `sharding`.
-        `template` may be abstract (jax.eval_shape of init_state)."""
+        `template` may be abstract (`abstract_state`)."""
         ocp = _ocp()
         step = self.latest_step() if step is None else step
         if step is None:
@@ -85,24 +85,35 @@ class Checkpoints:
         self.mngr.close()
 
 
-def abstract_state(cfg: TrainConfig) -> TrainState:
-    return jax.eval_shape(lambda: init_state(cfg, jax.random.key(0)))
+def state_to_tree(state: Any) -> dict:
+    """A plain nested dict (for orbax): flax.struct dataclasses and optax NamedTuples become dicts."""
+    return flax.serialization.to_state_dict(state)
 
 
-def export_ema(path: str | Path, ema: PyTree, cfg: TrainConfig, step: int) -> Path:
-    """Write the EMA generator as a gafu model file (atomically; replaces an older export). Called by one
-    process (the first) in multi-process runs."""
-    meta = {"source": "gafu train", "step": int(step), "kimg": round(step * cfg.batch / 1000, 3),
-            "init_from": cfg.finetune.init_from}
-    return modelfile.save_model(path, {"G": jax.tree.map(np.asarray, ema)}, cfg.model, arch="stylegan2",
-                                meta=meta, overwrite=True)
+def tree_to_state(template: Any, tree: dict) -> Any:
+    return flax.serialization.from_state_dict(template, tree)
+
+
+def abstract_state(cfg: TrainConfig) -> Any:
+    """Shapes and dtypes of the state of `cfg`'s family with `cfg`'s hparams (no arrays are made)."""
+    return jax.eval_shape(lambda: cfg.recipe.init(cfg.hparams, jax.random.key(0), None)[1])
+
+
+def export(path: str | Path, cfg: TrainConfig, state: Any, step: int) -> Path:
+    """Write the recipe's published model file (atomically; replaces an older export). `state` is on the host.
+    Called by one process (the first) in multi-process runs."""
+    variables, model_cfg, arch = cfg.recipe.export(cfg.hparams, state)
+    meta = {"source": "gafu train", "family": cfg.family, "step": int(step),
+            "kimg": round(step * cfg.batch / 1000, 3), "init_from": cfg.init_from}
+    return modelfile.save_model(path, jax.tree.map(np.asarray, variables), model_cfg, arch=arch, meta=meta,
+                                overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # --init-from
 
 
-def _check_tree(name: str, got: PyTree, want: PyTree, where: str) -> None:
+def check_fits(name: str, got: PyTree, want: PyTree, where: str) -> None:
     """Same key paths and shapes as a fresh init, else a ValueError listing the differences."""
     flat = lambda t: {jax.tree_util.keystr(p): tuple(np.shape(x))                       # noqa: E731
                       for p, x in jax.tree_util.tree_flatten_with_path(t)[0]}
@@ -115,39 +126,25 @@ def _check_tree(name: str, got: PyTree, want: PyTree, where: str) -> None:
         raise ValueError(f"{where}: {name} does not fit the configured model: {'; '.join(problems[:8])}{more}")
 
 
-def load_init(path: str, cfg: TrainConfig) -> tuple[TrainConfig, dict, dict | None, dict | None, str]:
-    """Variables to fine-tune from: a gafu model file (G and optionally D; its model config wins) or a
-    training workdir (G, D and EMA of its latest checkpoint). Returns (cfg with that model config, G vars,
-    D vars or None, EMA vars or None, a one-line note for the log)."""
-    p = Path(path)
+def read_pretrained(path: str | Path) -> modelfile.ModelFile:
+    """What `--init-from` names, as a model file: a gafu model file as it is, or a training workdir's latest
+    checkpoint turned into every network its recipe trains (e.g. StyleGAN2's G, D and G_ema)."""
+    p = Path(path).absolute()
     if (p / "gafu.json").is_file():
-        mf = modelfile.load_model(p)
-        if mf.arch != "stylegan2" or "G" not in mf.variables:
-            raise ValueError(f"--init-from {p}: holds no StyleGAN2 generator 'G' (arch {mf.arch!r}, "
-                             f"entries {sorted(mf.variables)})")
-        model = StyleGAN2Config.from_dict(mf.config)
-        g, d, ema = dict(mf.variables["G"]), mf.variables.get("D"), None
-        note = f"init from model file {p} (G{' + D' if d is not None else '; D freshly initialised'})"
-    elif (p / "ckpt").is_dir():
-        ck = Checkpoints(p / "ckpt")
-        try:
-            src = TrainConfig.from_dict(ck.read_config())
-            dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            st, _, _ = ck.restore(abstract_state(src), dev)
-        finally:
-            ck.close()
-        model, g, d, ema = src.model, st.g, st.d, st.g_ema
-        note = f"init from training workdir {p} (step {int(st.step)}: G, D and EMA)"
-    else:
+        return modelfile.load_model(p)
+    if not (p / "ckpt").is_dir():
         raise FileNotFoundError(f"--init-from {p}: not a gafu model file (no gafu.json) nor a training workdir "
                                 f"(no ckpt/)")
-    cfg = cfg.replace(model=model)
-    fresh_g = jax.eval_shape(lambda: init_generator(model, jax.random.key(0)))
-    if "buffers" not in g:
-        note += "; G had no buffers (w_avg, noise maps): fresh ones used"
-        g = {"params": g["params"], "buffers": init_generator(model, jax.random.key(cfg.seed))["buffers"]}
-    _check_tree("G", g, fresh_g, f"--init-from {p}")
-    if d is not None:
-        _check_tree("D", {"params": d["params"]},
-                    jax.eval_shape(lambda: init_discriminator(model, jax.random.key(0))), f"--init-from {p}")
-    return cfg, g, d, ema, note
+    ck = Checkpoints(p / "ckpt")
+    try:
+        step = ck.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"--init-from {p}: the workdir has no complete checkpoint")
+        src = TrainConfig.from_dict(ck.read_config(step))
+        dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state, _, _ = ck.restore(abstract_state(src), dev, step)
+    finally:
+        ck.close()
+    variables, model_cfg, arch = src.recipe.networks(src.hparams, jax.tree.map(np.asarray, state))
+    return modelfile.ModelFile(variables=variables, config=model_cfg.to_dict(), arch=arch,
+                               meta={"source": "gafu train", "step": step}, path=p)

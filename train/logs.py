@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nets.images import atomic_write_bytes
+from train.recipe import MetricSpec
 
 
 def _tb_writer(logdir: Path) -> Any | None:
@@ -77,17 +78,19 @@ def read_metrics(workdir: str | Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
-def summarize(per_step: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over the steps since the last line; regularisation terms only over the steps that
-    computed them (flags did_g_reg / did_d_reg)."""
+def summarize(per_step: list[dict[str, float]], spec: MetricSpec) -> dict[str, float]:
+    """One log line from the steps since the last one: the mean of each metric, except the recipe's gated
+    metrics (mean over the steps whose flag is set, e.g. lazy regularisation terms), running values (the latest)
+    and hidden flags (left out)."""
     out: dict[str, float] = {}
-    reg = {"reg/pl": "did_g_reg", "reg/r1": "did_d_reg"}
     for k in per_step[0]:
-        if k in ("finite", "did_g_reg", "did_d_reg"):
+        if k in spec.hidden:
             continue
-        rows = [m[k] for m in per_step if k not in reg or m[reg[k]] > 0]
+        if k in spec.latest:
+            out[k] = float(per_step[-1][k])
+            continue
+        flag = spec.gated.get(k)
+        rows = [m[k] for m in per_step if flag is None or m[flag] > 0]
         if rows:
             out[k] = float(sum(rows) / len(rows))
-    for k in ("pl_mean", "ada/p", "ada/rt"):   # running values: the latest, not the mean
-        out[k] = float(per_step[-1][k])
     return out

@@ -1,9 +1,10 @@
-"""Mapping the per-device step over devices: `jax.pmap` or `jax.shard_map` over a one-axis mesh.
+"""Mapping a recipe's per-device step over devices: `jax.pmap` or `jax.shard_map` over a one-axis mesh.
 
-Both run the same `device_step` (written with collectives over axis 'data'). The state is replicated and goes
-in and out whole (pmap in_axes/out_axes None, shard_map P()); the batch is split on its leading axis. shard_map
-runs with check_vma=False so that `pmean(grad(local loss))` means what it means under pmap (with check_vma the
-cotangent of a replicated input is psum'ed automatically; jax_ecosystem.md §2(a), Gotcha 1).
+Both run the same step function (written with collectives over the axis `AXIS`). The state and the seed are
+replicated and go in and out whole (pmap in_axes/out_axes None, shard_map P()); every entry of the batch dict is
+split on its leading axis. shard_map runs with check_vma=False so that `pmean(grad(local loss))` means what it
+means under pmap: with check_vma the cotangent of a replicated input is psum'ed automatically (JAX's shard_map
+documentation, "Automatic differentiation" with varying manual axes).
 
 Multi-host: call `init_distributed` first in every process; `jax.devices()` is then the global device list,
 each process feeds its own rows (pmap: [local_devices, n, ...]; shard_map: assembled with
@@ -18,10 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from train.config import TrainConfig
-from train.step import AXIS, device_step
-
 PyTree = Any
+AXIS = "data"                 # the data-parallel axis every step's collectives run over
 MODES = ("shard_map", "pmap")
 
 
@@ -36,8 +35,8 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-axis mesh ('data',) with the Auto axis type (jax.sharding.Mesh's default; make_mesh's Explicit
-    default breaks minibatch-stddev's reshape, Gotcha 2)."""
+    """A 1-axis mesh ('data',) with the Auto axis type (jax.sharding.Mesh's default: jax.make_mesh's Explicit
+    axes would make minibatch-stddev's group reshape of a sharded batch an error)."""
     return Mesh(np.asarray(list(devices if devices is not None else jax.devices())), (AXIS,))
 
 
@@ -50,30 +49,35 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 @functools.lru_cache(maxsize=16)
-def build_step(cfg: TrainConfig, mode: str, devices: tuple[jax.Device, ...]) -> Callable:
-    """The mapped step `(state, batch) -> (state, metrics)`, built once per (static config, mode, devices).
+def build_step(step: Callable, hparams: Any, mode: str, devices: tuple[jax.Device, ...]) -> Callable:
+    """The mapped step `(state, batch, seed) -> (state, metrics)` of `step(hparams, state, batch, seed)`, built once
+    per (step function, hparams, mode, devices): the compiled program depends on the family section only.
 
-    pmap takes the batch as [num_local_devices, n, R, R, C]; shard_map as a global [N, R, R, C] array sharded
-    over 'data' (see `put_batch`). Cached so that runs in one process (tests, resume) reuse the executable.
+    pmap takes each batch entry as [num_local_devices, n, ...]; shard_map as a global [N, ...] array sharded over
+    'data' (see `put_batch`). Cached so that runs in one process (tests, resume, the demo) reuse the executable.
     """
-    fn = functools.partial(device_step, cfg)
+    fn = functools.partial(step, hparams)
     if mode == "pmap":
         all_devices = tuple(jax.devices())
-        return jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0), out_axes=None,
+        return jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=None,
                         devices=None if devices == all_devices else list(devices))
     if mode == "shard_map":
-        mapped = jax.shard_map(fn, mesh=make_mesh(devices), in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
+        mapped = jax.shard_map(fn, mesh=make_mesh(devices), in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
                                check_vma=False)
         return jax.jit(mapped)
     raise ValueError(f"parallel mode must be one of {MODES}; got {mode!r}")
 
 
-def put_batch(local: np.ndarray, mesh: Mesh, mode: str) -> Any:
-    """This process's rows [num_local_devices, n, ...] -> the step's input for `mode`."""
+def put_batch(local: PyTree, mesh: Mesh, mode: str) -> PyTree:
+    """This process's rows {key: [num_local_devices, n, ...]} -> the step's input for `mode`."""
     if mode == "pmap":
         return local
-    flat = local.reshape((-1,) + local.shape[2:])                                  # [L*n, R, R, C]
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), flat)
+    sharding = batch_sharding(mesh)
+
+    def put(x):
+        flat = np.reshape(x, (-1,) + np.shape(x)[2:])                               # [L*n, ...]
+        return jax.make_array_from_process_local_data(sharding, flat)
+    return jax.tree.map(put, local)
 
 
 def put_replicated(tree: PyTree, mesh: Mesh) -> PyTree:

@@ -16,7 +16,6 @@ synthesis. References: NVlabs/stylegan2-ada-pytorch `training/loss.py`, `trainin
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from typing import NamedTuple
@@ -30,23 +29,14 @@ from jax.flatten_util import ravel_pytree
 from nets.stylegan2 import Discriminator, Generator
 from train import losses
 from train.augment import NUM_NORMAL, NUM_UNIFORM, augment
-from train.config import TrainConfig
-from train.state import TrainState, d_reg_interval, d_trainable, g_reg_interval, g_trainable, mask_grads, \
-    optimizers
+from train.parallel import AXIS
+from train.stylegan2.config import Hparams
+from train.stylegan2.state import TrainState, d_reg_interval, d_trainable, g_reg_interval, g_trainable, \
+    mask_grads, optimizers
 
 Array = jax.Array
-AXIS = "data"
 PHASE_G, PHASE_GREG, PHASE_D, PHASE_DREG = range(4)   # NV's phases Gmain, Greg, Dmain, Dreg
 NPHASE = 4
-
-
-def static_config(cfg: TrainConfig) -> TrainConfig:
-    """The part of a config the compiled step depends on (run-level fields reset), used as the jit key."""
-    base = TrainConfig()
-    return cfg.replace(data=None, steps=base.steps, log_every=base.log_every, ckpt_every=base.ckpt_every,
-                       keep=base.keep, sample_every=base.sample_every, export_every=base.export_every,
-                       sample_seeds=base.sample_seeds, parallel=base.parallel, flip=base.flip,
-                       finetune=dataclasses.replace(cfg.finetune, init_from=None))
 
 
 class Draws(NamedTuple):
@@ -60,23 +50,23 @@ class Draws(NamedTuple):
     extra: Array | None      # [n,*extra_shape] more normals (path-length noise)
 
 
-def phase_keys(cfg: TrainConfig, step: Array, global_index: Array) -> Array:
+def phase_keys(seed: Array, step: Array, global_index: Array) -> Array:
     """Keys [n,NPHASE,2] = fold_in(fold_in(key(seed), step), (index * NPHASE + phase) * 2 + {0: normal, 1: uniform})."""
-    step_key = jax.random.fold_in(jax.random.key(cfg.seed), step)
+    step_key = jax.random.fold_in(jax.random.key(seed), step)
     data = (global_index[:, None, None] * NPHASE + jnp.arange(NPHASE)[None, :, None]) * 2 \
         + jnp.arange(2)[None, None, :]                                                 # [n,NPHASE,2]
     flat = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(data.reshape(-1).astype(jnp.uint32))
     return flat.reshape(data.shape)
 
 
-def draw(cfg: TrainConfig, keys: Array, noise_like: dict | None, n_aug: int,
+def draw(hp: Hparams, keys: Array, noise_like: dict | None, n_aug: int,
          extra_shape: tuple[int, ...] = ()) -> Draws:
     """Per-sample draws from keys [n,2]: one normal vector and one uniform vector per sample, sliced up.
 
     The mixing cutoff is U{1..num_ws-1} with probability style_mixing, else num_ws (no mixing); NV draws it once
     per batch, here per sample, which keeps the draw independent of how the batch is split.
     """
-    m = cfg.model
+    m = hp.model
     latents = noise_like is not None
     leaves, treedef = jax.tree.flatten(noise_like) if latents else ([], None)
     sizes = ([m.z_dim, m.z_dim] + [x.size for x in leaves] if latents else []) \
@@ -94,27 +84,27 @@ def draw(cfg: TrainConfig, keys: Array, noise_like: dict | None, n_aug: int,
         noise = jax.tree.unflatten(treedef, [p.reshape((n,) + x.shape) for p, x in zip(parts, leaves)])
         parts = parts[len(leaves):]
         cut = 1 + jnp.floor(u[:, 1] * (m.num_ws - 1)).astype(jnp.int32)
-        cutoff = jnp.where(u[:, 0] < cfg.loss.style_mixing, jnp.minimum(cut, m.num_ws - 1), m.num_ws)
+        cutoff = jnp.where(u[:, 0] < hp.loss.style_mixing, jnp.minimum(cut, m.num_ws - 1), m.num_ws)
     aug_g = parts[0].reshape(n, n_aug, NUM_NORMAL)
     aug_u = u[:, 2:].reshape(n, n_aug, NUM_UNIFORM)
     extra = parts[1].reshape((n,) + extra_shape) if extra_shape else None
     return Draws(z, z_mix, cutoff, noise, aug_u, aug_g, extra)
 
 
-def mapping(cfg: TrainConfig, g_vars: dict, dr: Draws) -> tuple[Array, Array]:
+def mapping(hp: Hparams, g_vars: dict, dr: Draws) -> tuple[Array, Array]:
     """Style-mixed ws [n,num_ws,w_dim] and the unmixed w [n,w_dim] of z (for the w_avg update).
     One mapping call on [z; z_mix]."""
     n = dr.z.shape[0]
-    ws_all = Generator(cfg.model).apply(g_vars, jnp.concatenate([dr.z, dr.z_mix]), method=Generator.map)
+    ws_all = Generator(hp.model).apply(g_vars, jnp.concatenate([dr.z, dr.z_mix]), method=Generator.map)
     ws, ws2 = ws_all[:n], ws_all[n:]                                                   # [n,num_ws,w_dim]
-    mix = jnp.arange(cfg.model.num_ws)[None, :] < dr.cutoff[:, None]                  # [n,num_ws]
+    mix = jnp.arange(hp.model.num_ws)[None, :] < dr.cutoff[:, None]                  # [n,num_ws]
     return jnp.where(mix[:, :, None], ws, ws2), ws[:, 0]
 
 
-def synthesize(cfg: TrainConfig, params: dict, buffers: dict, ws: Array, noise: dict) -> Array:
+def synthesize(hp: Hparams, params: dict, buffers: dict, ws: Array, noise: dict) -> Array:
     """Images [n,R,R,C] with each sample's own noise maps, fed as the 'const' noise buffers of a vmapped
     single-sample synthesis (XLA folds the mapped axis back into the conv batch dimension)."""
-    G = Generator(cfg.model)
+    G = Generator(hp.model)
 
     def one(w, nz):                                                                    # w [num_ws,w_dim]
         v = {"params": params, "buffers": {"mapping": buffers["mapping"], "synthesis": nz}}
@@ -122,21 +112,23 @@ def synthesize(cfg: TrainConfig, params: dict, buffers: dict, ws: Array, noise: 
     return jax.vmap(one)(ws, noise)
 
 
-def device_step(cfg: TrainConfig, state: TrainState, reals: Array) -> tuple[TrainState, dict]:
-    """One training step on this device's shard. reals [n,R,R,C] float32 in [-1, 1]."""
-    D = Discriminator(cfg.model)
-    tx_g, tx_d = optimizers(cfg)
-    g_mask = g_trainable(state.g["params"], cfg.finetune.freeze_g_res, cfg.finetune.freeze_mapping)
-    d_mask = d_trainable(state.d["params"], cfg.model, cfg.finetune.freeze_d)
-    n, res, ch = reals.shape[0], cfg.model.resolution, cfg.model.img_channels
+def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array) -> tuple[TrainState, dict]:
+    """One training step on this device's shard: batch {"image": [n,R,R,C] float32 in [-1, 1]}, seed uint32 []."""
+    reals = batch["image"]
+    D = Discriminator(hp.model)
+    tx_g, tx_d = optimizers(hp)
+    g_mask = g_trainable(state.g["params"], hp.finetune.freeze_g_res, hp.finetune.freeze_mapping)
+    d_mask = d_trainable(state.d["params"], hp.model, hp.finetune.freeze_d)
+    n, res, ch = reals.shape[0], hp.model.resolution, hp.model.img_channels
     ndev, dev = lax.axis_size(AXIS), lax.axis_index(AXIS)
+    batch_size = n * ndev                                                              # global batch
     gidx = jnp.arange(n) * ndev + dev                                                  # global sample index
-    keys = phase_keys(cfg, state.step, gidx)                                           # [n,NPHASE,2]
+    keys = phase_keys(seed, state.step, gidx)                                           # [n,NPHASE,2]
     g_buf, d_params0 = state.g["buffers"], state.d["params"]
     noise_like = g_buf["synthesis"]
 
     def d_logits(d_params, img, u, g):
-        if cfg.ada.enabled:
+        if hp.ada.enabled:
             img = augment(img, u, g, state.ada_p)
         return D.apply({"params": d_params}, img)
 
@@ -149,34 +141,34 @@ def device_step(cfg: TrainConfig, state: TrainState, reals: Array) -> tuple[Trai
         return unravel(optax.apply_updates(flat_p, updates)), opt
 
     # -- G main: non-saturating loss through the (augmented) discriminator.
-    dr = draw(cfg, keys[:, PHASE_G], noise_like, n_aug=1)
+    dr = draw(hp, keys[:, PHASE_G], noise_like, n_aug=1)
 
     def g_main_loss(gp):
-        ws, _ = mapping(cfg, {"params": gp, "buffers": g_buf}, dr)
-        fake = synthesize(cfg, gp, g_buf, ws, dr.noise)
+        ws, _ = mapping(hp, {"params": gp, "buffers": g_buf}, dr)
+        fake = synthesize(hp, gp, g_buf, ws, dr.noise)
         return losses.g_nonsaturating(d_logits(d_params0, fake, dr.aug_u[:, 0], dr.aug_g[:, 0]))
     loss_g, grads = jax.value_and_grad(g_main_loss)(state.g["params"])
     g_params, g_opt = adam(tx_g, grads, state.g_opt, state.g["params"], g_mask)
 
     # -- G reg: path length on batch // shrink samples (global indices j * ndev + dev, j < n // shrink).
-    g_every = g_reg_interval(cfg)
+    g_every = g_reg_interval(hp)
     pl_mean, pl_pen = state.pl_mean, jnp.zeros((), jnp.float32)
     do_g_reg = (state.step % g_every == 0) if g_every else jnp.asarray(False)
     if g_every:
-        n_pl = max(n // cfg.loss.pl_batch_shrink, 1)
-        dr_pl = draw(cfg, keys[:n_pl, PHASE_GREG], noise_like, n_aug=0, extra_shape=(res, res, ch))
+        n_pl = max(n // hp.loss.pl_batch_shrink, 1)
+        dr_pl = draw(hp, keys[:n_pl, PHASE_GREG], noise_like, n_aug=0, extra_shape=(res, res, ch))
 
         def g_reg(operand):
             gp, opt, _, _ = operand
 
             def pl_loss(gp):
-                ws, _ = mapping(cfg, {"params": gp, "buffers": g_buf}, dr_pl)
-                lengths = losses.path_lengths(lambda w: synthesize(cfg, gp, g_buf, w, dr_pl.noise), ws,
+                ws, _ = mapping(hp, {"params": gp, "buffers": g_buf}, dr_pl)
+                lengths = losses.path_lengths(lambda w: synthesize(hp, gp, g_buf, w, dr_pl.noise), ws,
                                               dr_pl.extra / res)                       # noise / sqrt(H*W)
                 new_mean = losses.pl_mean_update(state.pl_mean, lax.pmean(jnp.mean(lengths), AXIS),
-                                                 cfg.loss.pl_decay)
+                                                 hp.loss.pl_decay)
                 pen = jnp.square(lengths - new_mean)                                   # [n_pl]
-                return jnp.mean(pen) * cfg.loss.pl_weight * g_every, (lax.stop_gradient(new_mean), pen)
+                return jnp.mean(pen) * hp.loss.pl_weight * g_every, (lax.stop_gradient(new_mean), pen)
             (_, (new_mean, pen)), grads = jax.value_and_grad(pl_loss, has_aux=True)(gp)
             gp, opt = adam(tx_g, grads, opt, gp, g_mask)
             return gp, opt, new_mean, lax.pmean(jnp.mean(pen), AXIS)
@@ -185,11 +177,11 @@ def device_step(cfg: TrainConfig, state: TrainState, reals: Array) -> tuple[Trai
 
     # -- D main: logistic loss on generated and real images. w_avg tracks this phase's z (one update per
     # step, as StyleGAN3): lerp(batch mean, w_avg, beta), with the batch mean taken over all devices.
-    dr = draw(cfg, keys[:, PHASE_D], noise_like, n_aug=2)
-    ws, w = mapping(cfg, {"params": g_params, "buffers": g_buf}, dr)
-    fake = lax.stop_gradient(synthesize(cfg, g_params, g_buf, ws, dr.noise))
+    dr = draw(hp, keys[:, PHASE_D], noise_like, n_aug=2)
+    ws, w = mapping(hp, {"params": g_params, "buffers": g_buf}, dr)
+    fake = lax.stop_gradient(synthesize(hp, g_params, g_buf, ws, dr.noise))
     w_mean = lax.pmean(jnp.mean(w, axis=0), AXIS)
-    w_avg = w_mean + cfg.model.w_avg_beta * (g_buf["mapping"]["w_avg"] - w_mean)
+    w_avg = w_mean + hp.model.w_avg_beta * (g_buf["mapping"]["w_avg"] - w_mean)
     new_buf = {**g_buf, "mapping": {**g_buf["mapping"], "w_avg": w_avg}}
 
     def d_main_loss(dp):
@@ -202,25 +194,25 @@ def device_step(cfg: TrainConfig, state: TrainState, reals: Array) -> tuple[Trai
     d_params, d_opt = adam(tx_d, grads, state.d_opt, d_params0, d_mask)
 
     # -- D reg: lazy R1 on (augmented) reals, gradient w.r.t. the non-augmented image (as NV).
-    d_every = d_reg_interval(cfg)
+    d_every = d_reg_interval(hp)
     r1 = jnp.zeros((), jnp.float32)
     do_d_reg = (state.step % d_every == 0) if d_every else jnp.asarray(False)
     if d_every:
-        dr_r1 = draw(cfg, keys[:, PHASE_DREG], None, n_aug=1)
+        dr_r1 = draw(hp, keys[:, PHASE_DREG], None, n_aug=1)
 
         def d_reg(operand):
             dp, opt, _ = operand
 
             def r1_loss(dp):
                 pen = losses.r1_penalty(lambda x: d_logits(dp, x, dr_r1.aug_u[:, 0], dr_r1.aug_g[:, 0]), reals)
-                return jnp.mean(pen) * (cfg.loss.r1_gamma / 2) * d_every, pen          # pen [n]
+                return jnp.mean(pen) * (hp.loss.r1_gamma / 2) * d_every, pen          # pen [n]
             (_, pen), grads = jax.value_and_grad(r1_loss, has_aux=True)(dp)
             dp, opt = adam(tx_d, grads, opt, dp, d_mask)
             return dp, opt, lax.pmean(jnp.mean(pen), AXIS)
         d_params, d_opt, r1 = lax.cond(do_d_reg, d_reg, lambda o: o, (d_params, d_opt, r1))
 
     # -- G EMA (params averaged with a half-life in kimg, buffers copied).
-    beta = losses.ema_beta(cfg.batch, cfg.ema.kimg, cfg.ema.rampup, state.step * cfg.batch)
+    beta = losses.ema_beta(batch_size, hp.ema.kimg, hp.ema.rampup, state.step * batch_size)
     flat_ema, unravel_g = ravel_pytree(state.g_ema["params"])
     flat_ema = losses.ema_update(flat_ema, ravel_pytree(g_params)[0], beta)
     ema = {"params": unravel_g(flat_ema), "buffers": new_buf}
@@ -230,10 +222,10 @@ def device_step(cfg: TrainConfig, state: TrainState, reals: Array) -> tuple[Trai
     acc = state.ada_acc + signs
     rt = acc[0] / jnp.maximum(acc[1], 1.0)
     ada_p = state.ada_p
-    if cfg.ada.enabled:
-        update = (state.step + 1) % cfg.ada.interval == 0
-        ada_p = jnp.where(update, losses.ada_adjust(ada_p, rt, cfg.ada.target, cfg.batch, cfg.ada.interval,
-                                                    cfg.ada.kimg), ada_p)
+    if hp.ada.enabled:
+        update = (state.step + 1) % hp.ada.interval == 0
+        ada_p = jnp.where(update, losses.ada_adjust(ada_p, rt, hp.ada.target, batch_size, hp.ada.interval,
+                                                    hp.ada.kimg), ada_p)
         acc = jnp.where(update, jnp.zeros_like(acc), acc)
 
     new = TrainState(step=state.step + 1, g={"params": g_params, "buffers": new_buf}, g_ema=ema,
