@@ -7,17 +7,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _train_common import make_config  # noqa: E402
+from _train_common import init_host_state, make_config  # noqa: E402
 from train.ckpt import Checkpoints  # noqa: E402
-from train.parallel import make_mesh, put_replicated, to_host  # noqa: E402
-from train.state import init_state  # noqa: E402
+from train.parallel import make_mesh, put_replicated  # noqa: E402
 
 cfg = make_config()
 mesh = make_mesh()
-state = to_host(init_state(cfg, jax.random.key(0)))
+state = init_host_state(cfg)
 ck = Checkpoints(os.path.join(sys.argv[1], "ckpt"), keep=3)
 step = 1
 while True:

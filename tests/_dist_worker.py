@@ -38,33 +38,31 @@ def barrier(name: str, timeout_s: float = 900.0) -> None:
             raise TimeoutError(f"barrier {name}: the other processes did not arrive in {timeout_s} s")
         time.sleep(0.1)
 
-import _fake_pipeline as fp  # noqa: E402
-from _train_common import global_batch, split_interleaved, step_config  # noqa: E402
+from _train_common import faces, global_batch, init_host_state, mapped_step, split_interleaved, \
+    step_config  # noqa: E402
 
+from train.ckpt import state_to_tree  # noqa: E402
 from train.config import apply_overrides  # noqa: E402
 from train.loop import run  # noqa: E402
-from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host  # noqa: E402
-from train.state import init_state, state_to_tree  # noqa: E402
-from train.step import static_config  # noqa: E402
+from train.parallel import put_batch, put_replicated, to_host  # noqa: E402
 
 assert jax.process_count() == nproc and jax.device_count() == nproc, (jax.process_count(), jax.device_count())
 cfg = step_config()
-mesh = make_mesh()
-state = put_replicated(to_host(init_state(cfg, jax.random.key(cfg.seed))), mesh)
+_, step, mesh = mapped_step(cfg, "shard_map", tuple(jax.devices()))
+state = put_replicated(init_host_state(cfg), mesh)
 rows = split_interleaved(global_batch(cfg), jax.device_count())[pid:pid + 1]    # [1, n, R, R, C]: my device
-step = build_step(static_config(cfg), "shard_map", tuple(jax.devices()))
-batch = put_batch(rows, mesh, "shard_map")
-compiled = step.lower(state, batch).compile()
+batch = put_batch({"image": rows}, mesh, "shard_map")
+seed = put_replicated(np.uint32(cfg.seed), mesh)
+compiled = step.lower(state, batch, seed).compile()
 barrier("compiled")
-new, metrics = compiled(state, batch)
+new, metrics = compiled(state, batch, seed)
 host = to_host(state_to_tree(new))
 if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
     np.savez(os.path.join(out, "state.npz"), **flat)
 
-# Same static config as the step above, so run() reuses its executable.
+# Same family section as the step above, so run() reuses its executable.
 run_cfg = apply_overrides(cfg, ["steps=4", "ckpt_every=2", "export_every=4", "sample_every=0"])
-res = run(run_cfg, os.path.join(out, "run"), source=fp.faces(8), make_iter=fp.make_train_iter, progress=False,
-          log=lambda s: None)
+res = run(run_cfg, os.path.join(out, "run"), data=faces(8), progress=False, log=lambda s: None)
 assert res.status == "done" and res.last_checkpoint == 4, res
 print(f"worker {pid} ok", flush=True)

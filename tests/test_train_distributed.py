@@ -12,10 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from _train_common import global_batch, split_interleaved, step_config
-from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
-from train.state import init_state, state_to_tree
-from train.step import static_config
+from _train_common import global_batch, init_host_state, mapped_step, split_interleaved, step_config
+from train.ckpt import state_to_tree
+from train.parallel import to_host
 
 TIMEOUT_S = 600
 
@@ -48,11 +47,8 @@ def test_two_processes_give_the_same_update_as_one(tmp_path):
 
     # The same step in this process, one device, whole batch.
     cfg = step_config()
-    devices = tuple(jax.devices()[:1])
-    mesh = make_mesh(devices)
-    state0 = put_replicated(to_host(init_state(cfg, jax.random.key(cfg.seed))), mesh)
-    x = put_batch(split_interleaved(global_batch(cfg), 1), mesh, "shard_map")
-    ref = to_host(state_to_tree(build_step(static_config(cfg), "shard_map", devices)(state0, x)[0]))
+    call, _, _ = mapped_step(cfg, "shard_map", tuple(jax.devices()[:1]))
+    ref = to_host(state_to_tree(call(init_host_state(cfg), split_interleaved(global_batch(cfg), 1))[0]))
     got = np.load(tmp_path / "state.npz")
     flat = jax.tree_util.tree_flatten_with_path(ref)[0]
     assert sorted(got.files) == sorted(jax.tree_util.keystr(p) for p, _ in flat)

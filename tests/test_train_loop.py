@@ -1,45 +1,42 @@
-"""The training loop on bundled data (scikit-image's LFW faces at 16 px) through the in-memory stand-in for
-datasets.pipeline: outputs, exact resume, the NaN stop, SIGKILL during a save, fine-tuning, and `gafu train`.
-Every run here has the same static config, so they share one compiled step."""
+"""The training loop on bundled data (scikit-image's LFW faces at 16 px) through the real input pipeline
+(datasets.pipeline.make_batches): outputs, exact resume, the NaN stop, SIGKILL during a save, fine-tuning, and
+`gafu train` on a dataset built by `gafu prepare-data`. Every run here has the same family section, so they share
+one compiled step."""
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-import datasets
-
-import _fake_pipeline as fp
-from _train_common import make_config
+from _train_common import faces as bundled_faces, make_config
+from datasets import pipeline
 from nets import cli
 from nets.modelfile import save_model
 from nets.sampling import load_generator, render
-from train.ckpt import Checkpoints, abstract_state, load_init
+from train.ckpt import Checkpoints, abstract_state, read_pretrained, state_to_tree
 from train.logs import read_metrics
 from train.loop import run
 from train.parallel import make_mesh, replicated, to_host
-from train.state import state_to_tree
 
 QUIET = dict(progress=False, log=lambda s: None)
 
 
 @pytest.fixture(scope="module")
 def faces():
-    return fp.faces(16)
+    return bundled_faces(16)
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, faces):
     """The uninterrupted 30-step run."""
     wd = tmp_path_factory.mktemp("full")
-    res = run(make_config("steps=30"), wd, source=faces, make_iter=fp.make_train_iter, **QUIET)
+    res = run(make_config("steps=30"), wd, data=faces, **QUIET)
     return res, wd
 
 
@@ -71,13 +68,14 @@ def test_tiny_run_writes_checkpoints_metrics_samples_and_an_ema_model(full_run):
         assert any((wd / "tb").iterdir())
     # The EMA export is a model file that nets/ reads and renders; it equals the checkpoint's EMA.
     mcfg, g = load_generator(str(wd / "ema"))
-    assert mcfg == make_config().model
+    assert mcfg == make_config().hparams.model
     state, data, _ = restore(wd)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(state.g_ema)):
         np.testing.assert_array_equal(a, b)
     imgs = render(mcfg, g, np.random.RandomState(0).randn(2, mcfg.z_dim).astype(np.float32), batch=2)
     assert imgs.shape == (2, 16, 16, 3) and imgs.std() > 0
-    assert data == {"epoch": 9, "index": 60}                      # 30 steps x 32 images of 100 faces
+    # 30 steps x 32 images of 100 faces; the position is saved as the pipeline gives it, one stream per split.
+    assert data == {"train": {"epoch": 9, "index": 60, "seed": 0, "num_examples": 100}}
 
 
 def _has_tensorboard() -> bool:
@@ -87,9 +85,9 @@ def _has_tensorboard() -> bool:
 
 def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(full_run, faces, tmp_path):
     _, full_wd = full_run
-    first = run(make_config("steps=10"), tmp_path, source=faces, make_iter=fp.make_train_iter, **QUIET)
+    first = run(make_config("steps=10"), tmp_path, data=faces, **QUIET)
     assert (first.status, first.last_checkpoint) == ("done", 10)
-    resumed = run(make_config("steps=30"), tmp_path, source=faces, make_iter=fp.make_train_iter, **QUIET)
+    resumed = run(make_config("steps=30"), tmp_path, data=faces, **QUIET)
     assert (resumed.status, resumed.step) == ("done", 30)
     a, da, _ = restore(full_wd)
     b, db, _ = restore(tmp_path)
@@ -102,7 +100,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(full_run, face
 
 def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(faces, tmp_path):
     def make_iter(*args, **kw):
-        it = fp.make_train_iter(*args, **kw)
+        it = pipeline.make_batches(*args, **kw)
         count = [0]
 
         class Poisoned:
@@ -112,10 +110,10 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(faces,
                 if count[0] >= 13:                                    # the batches of steps 13, 14, ...
                     b["image"] = np.full_like(b["image"], np.nan)
                 return b
-            get_state, set_state = it.get_state, it.set_state
+            get_state, set_state, close = it.get_state, it.set_state, it.close
         return Poisoned()
 
-    res = run(make_config("steps=30"), tmp_path, source=faces, make_iter=make_iter, **QUIET)
+    res = run(make_config("steps=30"), tmp_path, data=faces, make_iter=make_iter, **QUIET)
     assert (res.status, res.step, res.last_checkpoint) == ("non_finite", 10, 10)
     events = [m for m in read_metrics(tmp_path) if "event" in m]
     assert events == [{"step": 13, "event": "non_finite", "last_checkpoint": 10,
@@ -156,10 +154,12 @@ def test_sigkill_during_saves_never_breaks_the_latest_checkpoint(tmp_path):
 
 def test_fine_tune_from_a_model_file(full_run, faces, tmp_path):
     _, wd = full_run
-    cfg, g, d, ema, note = load_init(str(wd / "ema"), make_config("model.channel_max=64"))
-    assert cfg.model == make_config().model and d is None and ema is None and "D freshly initialised" in note
-    res = run(make_config("steps=2", f"finetune.init_from={wd / 'ema'}"), tmp_path, source=faces,
-              make_iter=fp.make_train_iter, **QUIET)
+    cfg = make_config("model.channel_max=64")
+    pre = read_pretrained(wd / "ema")
+    hp, _, note = cfg.recipe.init(cfg.hparams, jax.random.key(0), pre)
+    assert hp.model == make_config().hparams.model and "D freshly initialised" in note   # the file's model wins
+    g = pre.variables["G"]
+    res = run(make_config("steps=2", f"init_from={wd / 'ema'}"), tmp_path, data=faces, **QUIET)
     assert res.status == "done"
     after = to_host(res.state.g["params"])
     # Two Adam steps move each weight by at most ~2 lr; a fresh init would be O(1) away.
@@ -168,29 +168,30 @@ def test_fine_tune_from_a_model_file(full_run, faces, tmp_path):
     bad = jax.tree.map(lambda x: x, g)
     bad["params"]["synthesis"]["b4"]["conv1"]["weight"] = np.zeros((1, 1, 1, 1), np.float32)
     del bad["params"]["synthesis"]["b16"]["torgb"]
-    save_model(tmp_path / "bad", {"G": bad}, cfg.model)
+    save_model(tmp_path / "bad", {"G": bad}, hp.model)
     with pytest.raises(ValueError, match=r"G does not fit the configured model: missing \['params'\]\['synthesis'\]"
                                          r"\['b16'\]\['torgb'\].*\['b4'\]\['conv1'\]\['weight'\]: shape"):
-        load_init(str(tmp_path / "bad"), make_config())
+        cfg.recipe.init(cfg.hparams, jax.random.key(0), read_pretrained(tmp_path / "bad"))
     with pytest.raises(FileNotFoundError, match="not a gafu model file"):
-        load_init(str(tmp_path / "nothing"), make_config())
+        read_pretrained(tmp_path / "nothing")
 
 
-def test_gafu_train_cli_runs_and_resumes(monkeypatch, faces, tmp_path, capsys):
-    # The real datasets.pipeline is another part's; install the stand-in under its name for this test.
-    mod = types.ModuleType("datasets.pipeline")
-    mod.open_source = lambda spec, split="train": faces if spec == "lfw16" else fp.open_source(spec)
-    mod.make_train_iter = fp.make_train_iter
-    monkeypatch.setitem(sys.modules, "datasets.pipeline", mod)
-    monkeypatch.setattr(datasets, "pipeline", mod, raising=False)   # `from datasets import pipeline` reads this
-    args = ["train", "--config", "tiny", "--workdir", str(tmp_path), "--data", "lfw16", "--no-progress",
+def test_gafu_train_cli_runs_and_resumes_on_a_prepared_dataset(faces, tmp_path, capsys):
+    from PIL import Image
+    src = tmp_path / "faces"
+    src.mkdir()
+    for i, img in enumerate(faces.images):
+        Image.fromarray(img).save(src / f"{i:03d}.png")
+    assert cli.main(["prepare-data", "folder", str(src), "--out", str(tmp_path / "data"), "--resolution", "16"]) == 0
+    wd = tmp_path / "run"
+    args = ["train", "--config", "tiny", "--workdir", str(wd), "--data", str(tmp_path / "data"), "--no-progress",
             "--steps", "2"] + [f"--set={o}" for o in ("model.resolution=16", "batch=32", "sample_every=0")]
     assert cli.main(args) == 0
     assert "done: 2 steps" in capsys.readouterr().out
-    assert cli.main(["train", "--workdir", str(tmp_path), "--steps", "3", "--no-progress"]) == 0
+    assert cli.main(["train", "--workdir", str(wd), "--steps", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "resuming" in out and "done: 3 steps" in out
-    assert cli.main(["train", "--workdir", str(tmp_path), "--steps", "4", "--no-progress",
+    assert cli.main(["train", "--workdir", str(wd), "--steps", "4", "--no-progress",
                      "--set", "loss.r1_gamma=5"]) == 2
     assert "different training recipe (loss.r1_gamma: 0.0256 -> 5.0)" in capsys.readouterr().err
 
@@ -199,9 +200,9 @@ def test_gafu_train_cli_runs_and_resumes(monkeypatch, faces, tmp_path, capsys):
 def test_fine_tune_with_freeze_d_and_frozen_generator_blocks(full_run, faces, tmp_path):
     _, wd = full_run
     src, _, _ = restore(wd)
-    cfg = make_config("steps=3", f"finetune.init_from={wd}", "finetune.freeze_d=4", "finetune.freeze_g_res=8",
+    cfg = make_config("steps=3", f"init_from={wd}", "finetune.freeze_d=4", "finetune.freeze_g_res=8",
                       "finetune.freeze_mapping=true")
-    res = run(cfg, tmp_path, source=faces, make_iter=fp.make_train_iter, **QUIET)
+    res = run(cfg, tmp_path, data=faces, **QUIET)
     new = to_host(res.state)
     same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
     gs, gn = src.g["params"], new.g["params"]
@@ -211,18 +212,3 @@ def test_fine_tune_with_freeze_d_and_frozen_generator_blocks(full_run, faces, tm
     assert same(gn["mapping"], gs["mapping"]) and same(gn["synthesis"]["b4"], gs["synthesis"]["b4"])
     assert same(gn["synthesis"]["b8"], gs["synthesis"]["b8"])
     assert not same(gn["synthesis"]["b16"], gs["synthesis"]["b16"])
-
-
-def test_missing_input_pipeline_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "datasets.pipeline", None)     # as if datasets/pipeline.py were absent
-    monkeypatch.delattr(datasets, "pipeline", raising=False)          # set once any test imported it
-    with pytest.raises(ValueError, match="needs the input pipeline datasets/pipeline.py"):
-        run(make_config("steps=1", "data=x"), tmp_path, **QUIET)
-
-
-def test_runs_with_the_real_input_pipeline(faces, tmp_path):
-    from datasets import pipeline
-    res = run(make_config("steps=2"), tmp_path, source=pipeline.ArraySource(faces.images), **QUIET)
-    assert (res.status, res.last_checkpoint) == ("done", 2)
-    _, data, _ = restore(tmp_path)
-    assert data == {"epoch": 0, "index": 64, "seed": 0, "num_examples": 100}   # 2 batches of 32, saved as is

@@ -4,16 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from _train_common import global_batch, split_interleaved, step_config
-from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
-from train.state import init_state, state_to_tree
-from train.step import static_config
+from _train_common import global_batch, init_host_state, mapped_step, split_interleaved, step_config
+from train.ckpt import state_to_tree
+from train.parallel import to_host
 
 
 @pytest.fixture(scope="session")
 def step_setup():
     cfg = step_config()
-    return cfg, to_host(init_state(cfg, jax.random.key(cfg.seed))), global_batch(cfg)
+    return cfg, init_host_state(cfg), global_batch(cfg)
 
 
 _results: dict = {}
@@ -24,11 +23,8 @@ def one_step(setup, mode: str, num_devices: int):
     key = (mode, num_devices)
     if key not in _results:
         cfg, state0, x = setup
-        devices = tuple(jax.devices()[:num_devices])
-        mesh = make_mesh(devices)
-        fn = build_step(static_config(cfg), mode, devices)
-        new, metrics = fn(put_replicated(state0, mesh), put_batch(split_interleaved(x, num_devices), mesh, mode))
-        _results[key] = to_host((new, metrics))
+        call, _, _ = mapped_step(cfg, mode, tuple(jax.devices()[:num_devices]))
+        _results[key] = to_host(call(state0, split_interleaved(x, num_devices)))
     return _results[key]
 
 
@@ -79,13 +75,10 @@ def test_first_step_runs_every_phase_and_updates_the_state(step_setup):
 
 def test_the_step_is_a_pure_function_of_state_and_batch(step_setup):
     cfg, state0, x = step_setup
-    devices = tuple(jax.devices())
-    mesh = make_mesh(devices)
-    fn = build_step(static_config(cfg), "shard_map", devices)
-    again = to_host(fn(put_replicated(state0, mesh), put_batch(split_interleaved(x, 8), mesh, "shard_map")))
+    call, _, _ = mapped_step(cfg, "shard_map", tuple(jax.devices()))
+    again = to_host(call(state0, split_interleaved(x, 8)))
     d = max_diffs(one_step(step_setup, "shard_map", 8), again)
     assert max(d.values()) == 0.0
     # A different step number draws different latents, noise and augmentations.
-    later = to_host(fn(put_replicated(state0.replace(step=np.int32(1)), mesh),
-                       put_batch(split_interleaved(x, 8), mesh, "shard_map")))
+    later = to_host(call(state0.replace(step=np.int32(1)), split_interleaved(x, 8)))
     assert later[1]["loss/G"] != again[1]["loss/G"] and later[1]["did_d_reg"] == 0.0
