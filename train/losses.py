@@ -1,7 +1,8 @@
-"""StyleGAN2 losses and the small formulas of its recipe, as pure functions.
+"""GAN losses and the small formulas of the StyleGAN2 recipe, as pure functions (shared by the families).
 
 Reference: NVlabs/stylegan2-ada-pytorch `training/loss.py` (StyleGAN2Loss) and `training/training_loop.py`
-(lazy regularisation, EMA, ADA heuristic); ../shared/docs/stylegan2.md §(b).
+(lazy regularisation, EMA, ADA heuristic); Karras et al. 2020, "Analyzing and Improving the Image Quality of
+StyleGAN", Appendix B.
 """
 from __future__ import annotations
 
