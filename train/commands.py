@@ -15,19 +15,20 @@ multi-host (run on every host / TPU VM worker; JAX finds the coordinator on TPU 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train or fine-tune a StyleGAN2 (data-parallel, resumable)",
-                       description="Train a StyleGAN2 with the NV recipe (non-saturating loss, lazy R1, path "
-                                   "length, style mixing, EMA, ADA) on all local devices; resumes from the "
-                                   "workdir's latest checkpoint.",
+    p = sub.add_parser("train", help="train or fine-tune a model (data-parallel, resumable)",
+                       description="Train a model of any family on all local devices with its recipe (the "
+                                   "preset or config file picks the family; StyleGAN2: the NV recipe with lazy R1, "
+                                   "path length, style mixing, EMA, ADA); resumes from the workdir's latest "
+                                   "checkpoint.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="preset (tiny, paper256, config-f), a .json file or file.py[:arg] with "
+    p.add_argument("--config", help="preset (e.g. tiny, paper256, config-f), a .json file or file.py[:arg] with "
                                     "get_config(arg); default: the workdir's config.json when resuming")
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, samples, EMA export)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable, e.g. --set loss.r1_gamma=2 --set model.resolution=64")
     p.add_argument("--data", help="dataset (shortcut for --set data=...)")
     p.add_argument("--init-from", help="model file or training workdir to fine-tune from "
-                                       "(shortcut for --set finetune.init_from=...)")
+                                       "(shortcut for --set init_from=...)")
     p.add_argument("--steps", type=int, help="total steps (shortcut for --set steps=N)")
     p.add_argument("--parallel", choices=["shard_map", "pmap"], help="device mapping (default shard_map)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -41,38 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def resolve_config(args: argparse.Namespace):
-    """The TrainConfig that args describe (preset/file, then --set overrides, then the shortcuts)."""
-    from pathlib import Path
-
-    from train.config import apply_overrides, load_config
-
-    spec = args.config
-    if spec is None:
-        saved = Path(args.workdir) / "config.json"
-        if not saved.is_file():
-            raise ValueError(f"--config is required ({saved} does not exist, so there is nothing to resume)")
-        spec = str(saved)
-    overrides = list(args.set)
-    for key, val in (("data", args.data), ("finetune.init_from", args.init_from), ("steps", args.steps),
-                     ("parallel", args.parallel)):
-        if val is not None:
-            overrides.append(f"{key}={val}" if not isinstance(val, str) else f"{key}={_json_str(val)}")
-    return apply_overrides(load_config(spec), overrides)
-
-
-def _json_str(s: str) -> str:
-    import json
-    return json.dumps(s)
-
-
 def _train(args: argparse.Namespace) -> int:
     if args.distributed or args.coordinator:
         from train.parallel import init_distributed
         init_distributed(args.coordinator, args.num_processes, args.process_id)
-    from train.config import format_config
+    from train.config import format_config, resolve_config
 
-    cfg = resolve_config(args)
+    shortcuts = {"data": args.data, "init_from": args.init_from, "steps": args.steps, "parallel": args.parallel}
+    cfg = resolve_config(args.config, args.workdir, args.set, shortcuts)
     if args.dry_run:
         print(format_config(cfg))
         return 0
@@ -84,5 +61,5 @@ def _train(args: argparse.Namespace) -> int:
               f"step {res.last_checkpoint}")
         return 3
     print(f"done: {res.step} steps; checkpoint {res.workdir / 'ckpt' / str(res.last_checkpoint)}; "
-          f"EMA model file {res.workdir / 'ema'}")
+          f"model file {res.workdir / 'ema'}")
     return 0

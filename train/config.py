@@ -185,6 +185,19 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | tuple[str, ...]) ->
     return cfg
 
 
+def resolve_config(spec: str | None, workdir: str | Path, sets: list[str],
+                   shortcuts: dict[str, Any] | None = None) -> TrainConfig:
+    """What `gafu train` runs: the config `spec` (default: the workdir's config.json, to resume), then the `--set`
+    overrides, then the flag shortcuts ({"steps": 30, "data": "dir", ...}; None values are left out)."""
+    if spec is None:
+        saved = Path(workdir) / "config.json"
+        if not saved.is_file():
+            raise ValueError(f"--config is required ({saved} does not exist, so there is nothing to resume)")
+        spec = str(saved)
+    extra = [f"{k}={json.dumps(v)}" for k, v in (shortcuts or {}).items() if v is not None]
+    return apply_overrides(load_config(spec), list(sets) + extra)
+
+
 def format_config(cfg: TrainConfig) -> str:
     """The resolved config as indented JSON (what --dry-run prints and config.json holds)."""
     return json.dumps(cfg.to_dict(), indent=1)
