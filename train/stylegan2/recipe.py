@@ -6,8 +6,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from nets import images, modelfile
-from nets.sampling import render, z_from_seeds
+from nets import images, modelfile, registry
 from nets.stylegan2 import StyleGAN2Config, init_discriminator, init_generator
 from train.ckpt import check_fits
 from train.recipe import MetricSpec, Recipe
@@ -42,10 +41,11 @@ def init(hp: Hparams, key: jax.Array, pretrained: modelfile.ModelFile | None = N
         return hp, init_state(hp, key), ""
     where = f"--init-from {pretrained.path}"
     v = pretrained.variables
-    if pretrained.arch != ARCH or "G" not in v:
+    arch = registry.get(pretrained.arch)
+    if arch.name != ARCH or arch.generator not in v:
         raise ValueError(f"{where}: holds no StyleGAN2 generator 'G' (arch {pretrained.arch!r}, entries "
                          f"{sorted(v)})")
-    model = StyleGAN2Config.from_dict(pretrained.config)
+    model = arch.config_cls.from_dict(pretrained.config)
     hp = dataclasses.replace(hp, model=model)
     g, d, ema = dict(v["G"]), v.get("D"), v.get("G_ema")
     parts = ["G"] + (["D"] if d is not None else []) + (["EMA"] if ema is not None else [])
@@ -70,8 +70,7 @@ def published(hp: Hparams, state: TrainState) -> dict:
 
 def sample(hp: Hparams, g_ema: dict, fixed: dict, num: int) -> np.ndarray:
     """The EMA generator on seeds 0..num-1 with constant noise, as one grid."""
-    z = z_from_seeds(list(range(num)), hp.model.z_dim)
-    return images.make_grid(render(hp.model, g_ema, z, noise_mode="const"))
+    return images.make_grid(registry.get(ARCH).sample(hp.model, g_ema, range(num), noise_mode="const"))
 
 
 def export(hp: Hparams, g_ema: dict) -> tuple[dict, StyleGAN2Config, str]:
