@@ -1,7 +1,8 @@
 """Benchmark `gafu blend` on two config-f 256 px generators (30.0 M parameters, ~120 MB each).
 
-Cold: a fresh process runs the CLI (interpreter start, imports, load, blend, save). Warm: a fresh process calls
-the CLI entry point twice and the second call is timed. Peak RSS is the child's ru_maxrss (os.wait4), next to a
+Cold: a fresh process runs the CLI (`python -m nets.cli blend ...`: interpreter start, imports, load, blend, save).
+Warm: a fresh process calls the library function behind it (interp.blend_files.blend_files) twice and the second
+call is timed. Peak RSS is the child's ru_maxrss (os.wait4), next to a
 baseline child that only imports what `gafu blend` imports. Setup (random init + saving both model files) is not
 timed and is reused from --workdir when present.
 
@@ -18,17 +19,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"toonify": ["--toonify", "32"], "toonify-smooth": ["--toonify", "32", "--blend-width", "1"],
-         "swap": ["--swap", "64"], "lerp": ["--alpha", "0.5"]}
+MODES = {"toonify": {"mode": "toonify", "resolution": 32},                # interp.blend_files.BlendSpec fields
+         "toonify-smooth": {"mode": "toonify", "resolution": 32, "blend_width": 1.0},
+         "swap": {"mode": "swap", "resolution": 64}, "lerp": {"mode": "lerp", "alpha": 0.5}}
 WARM = """
 import json, resource, sys, time
-from nets import cli
-argv = json.loads(sys.argv[1])
-t0 = time.perf_counter(); assert cli.main(argv + ["--out", sys.argv[2]]) == 0; t1 = time.perf_counter()
+from interp.blend_files import BlendSpec, blend_files
+low, high, spec = sys.argv[1], sys.argv[2], BlendSpec(**json.loads(sys.argv[3]))
+t0 = time.perf_counter(); blend_files(low, high, sys.argv[4], spec, overwrite=True); t1 = time.perf_counter()
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-assert cli.main(argv + ["--out", sys.argv[3]]) == 0; t2 = time.perf_counter()
+blend_files(low, high, sys.argv[5], spec, overwrite=True); t2 = time.perf_counter()
 print(json.dumps({"first_s": t1 - t0, "second_s": t2 - t1, "rss_after_first_kb": rss1}))
 """
+
+
+def cli_flags(spec: dict) -> list[str]:
+    """The `gafu blend` flags of a BlendSpec dict."""
+    flag = {"toonify": ["--toonify", str(spec.get("resolution"))], "swap": ["--swap", str(spec.get("resolution"))],
+            "lerp": ["--alpha", str(spec.get("alpha"))]}[spec["mode"]]
+    return flag + (["--blend-width", str(spec["blend_width"])] if "blend_width" in spec else [])
 
 
 def child(argv: list[str]) -> tuple[float, float, str]:
@@ -82,17 +91,17 @@ def main() -> None:
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(g))
     n_mb = sum(np.asarray(x).nbytes for x in jax.tree.leaves(g)) / 2 ** 20
     del g
-    _, base_rss, _ = child([sys.executable, "-c", "import jax, orbax.checkpoint, interp.blend_files, nets.cli;"
+    _, base_rss, _ = child([sys.executable, "-c", "import jax, orbax.checkpoint, interp.blend_files;"
                                 "jax.numpy.zeros(1).block_until_ready()"])
     print(f"inputs: 2 x {n_params / 1e6:.2f} M params = 2 x {n_mb:.0f} MB in memory ({mb:.0f} MB on disk each); "
           f"baseline RSS after imports: {base_rss:.0f} MB")
     print(f"{'mode':<16}{'cold s':>8}{'cold RSS MB':>13}{'warm s':>8}{'warm RSS MB':>13}")
     results = []
     for mode in args.modes.split(","):
-        flags = ["blend", str(a), str(b), *MODES[mode], "--overwrite"]
+        flags = ["blend", str(a), str(b), *cli_flags(MODES[mode]), "--overwrite"]
         cold_s, cold_rss, _ = child([sys.executable, "-m", "nets.cli", *flags, "--out", str(workdir / "out")])
-        _, warm_rss, out = child([sys.executable, "-c", WARM, json.dumps(flags), str(workdir / "out1"),
-                                      str(workdir / "out2")])
+        _, warm_rss, out = child([sys.executable, "-c", WARM, str(a), str(b), json.dumps(MODES[mode]),
+                                  str(workdir / "out1"), str(workdir / "out2")])
         warm = json.loads(out.strip().splitlines()[-1])
         results.append({"mode": mode, "cold_s": cold_s, "cold_rss_mb": cold_rss, "warm_s": warm["second_s"],
                         "warm_first_s": warm["first_s"], "warm_rss_mb": warm_rss})

@@ -39,7 +39,7 @@ def run(resolution: int, w_plus: bool, chunk: int, repeats: int, conv_impl: str,
     import numpy as np
 
     from interp import project as P
-    from nets import images, lpips
+    from nets import images, lpips, sampling
     from nets.stylegan2 import init_generator, preset
 
     cfg = preset("config-f", resolution=resolution, conv_impl=conv_impl)
@@ -78,11 +78,10 @@ def run(resolution: int, w_plus: bool, chunk: int, repeats: int, conv_impl: str,
                device=str(jax.devices()[0].device_kind), cpus=os.cpu_count())
     if breakdown:   # the two halves alone (each compiles on its own)
         w = jnp.broadcast_to(var["w"], (1, cfg.num_ws, cfg.w_dim))
-        render = P.renderer(cfg)
-        g_grad = jax.jit(jax.grad(lambda w, g: jnp.sum(render(g, w))))
-        feats = lambda p, img: P.lpips_features(p, P.to_lpips_size(img, pc.lpips_size))
-        l_grad = jax.jit(jax.grad(lambda img, p, t: P.lpips_from_features(p, feats(p, img), t)[0]))
-        img = render(g, w)
+        g_grad = jax.jit(jax.grad(lambda w, g: jnp.sum(sampling.synthesize(cfg, g, w))))
+        feats = lambda p, img: lpips.lpips_features(p, P.to_lpips_size(img, pc.lpips_size))
+        l_grad = jax.jit(jax.grad(lambda img, p, t: lpips.lpips_from_features(p, feats(p, img), t)[0]))
+        img = sampling.render_ws(cfg, g, w)
         out["g_fwd_bwd_s"] = _timed(g_grad, w, g, repeats=repeats)
         out["lpips_fwd_bwd_s"] = _timed(l_grad, img, lp, consts["target"], repeats=repeats)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -4,14 +4,15 @@ Toonify (Pinkney & Adler 2020, arXiv 2010.05334) blends two generators that shar
 theta = (1 - alpha(R)) * theta_A + alpha(R) * theta_B, where R is the resolution of the layer's block and alpha is
 the share of B. A hard layer swap is a step alpha, the smooth blend a logistic alpha, ESRGAN's network
 interpolation (xinntao/ESRGAN net_interp.py) a constant alpha. Every function here is one tree_map keyed on the
-resolution that interp.paths reads off the key path, so it works for any tree whose spatial blocks are named b{R}.
+resolution that nets.paths reads off the key path, so it works for any tree whose spatial blocks are named b{R}.
 
 Which leaves are keyed on resolution: by default every leaf with a b{R} in its key path. With `scope` (path
-prefixes, e.g. interp.paths.GENERATOR_SCOPE = params/synthesis + buffers/synthesis) exactly the leaves under those
+prefixes, e.g. nets.paths.GENERATOR_SCOPE = params/synthesis + buffers/synthesis) exactly the leaves under those
 prefixes, and each of them must sit in a block. The other leaves (the mapping network, w_avg, a stem or head) are
 "global" and get `global_alpha`, by default the alpha of the lowest resolution: they come with the model that gives
-the low resolutions. Block buffers (the noise_const maps) are picked whole from the parent with the larger share,
-never averaged.
+the low resolutions. Each collection is treated by its rule in nets.paths.COLLECTION_RULES (the default `pick`):
+params are averaged; block buffers (the noise_const maps) and every batch-norm statistic and spectral-norm vector
+are picked whole from the parent with the larger share, never averaged; a collection without a rule is an error.
 
 All functions are pure and jit-able: tree structure, scope and schedule keys are static, alphas may be traced
 arrays. Leaves taken whole from one parent are returned as given (no copy); the computed ones come from one jitted
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp import paths
+from nets import paths
 from interp.mix import BlendError, Lerp, is_static, mix
 
 PyTree = Any
@@ -166,7 +167,7 @@ def logistic_schedule(r_swap: int, blend_width: float) -> Callable[[int], float]
 # ---- public operations ----------------------------------------------------------------------------------------
 
 def blend_n(trees: Sequence[PyTree], weights: Schedule, *, global_weights: Any = None,
-            scope: Sequence[str] | None = None, pick: PickRule = paths.is_block_buffer,
+            scope: Sequence[str] | None = None, pick: PickRule = paths.picks_whole,
             names: Sequence[str] | None = None) -> PyTree:
     """N-way weighted blend sum_i w_i(R) * tree_i; `weights` gives N weights per resolution (constant, dict or
     callable). Weights are used as given: make them sum to 1 for a convex combination (models must share an
@@ -192,7 +193,7 @@ def blend_n(trees: Sequence[PyTree], weights: Schedule, *, global_weights: Any =
 
 
 def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None = None,
-          scope: Sequence[str] | None = None, pick: PickRule = paths.is_block_buffer,
+          scope: Sequence[str] | None = None, pick: PickRule = paths.picks_whole,
           names: Sequence[str] = ("A", "B")) -> PyTree:
     """(1 - alpha(R)) * a + alpha(R) * b per leaf of block b{R}; alpha is the share of b (constant, dict, callable)."""
     def pair(x):
@@ -209,7 +210,7 @@ def blend(a: PyTree, b: PyTree, alpha: Schedule, *, global_alpha: Alpha | None =
 
 
 def lerp(a: PyTree, b: PyTree, alpha: Alpha, *, names: Sequence[str] = ("A", "B")) -> PyTree:
-    """ESRGAN network interpolation: every leaf (1 - alpha) * a + alpha * b (block buffers picked, see module doc)."""
+    """ESRGAN network interpolation: every leaf (1 - alpha) * a + alpha * b (picked leaves: see module doc)."""
     return blend(a, b, alpha, global_alpha=alpha, names=names)
 
 
@@ -281,7 +282,7 @@ def blend_models(model_1: PyTree, model_2: PyTree, resolution: int, level: int =
     """Toonify-compatible mode: Pinkney's blend_models.py on generator variables {"params", "buffers"}.
 
     model_1 gives the low resolutions, model_2 the high ones. Per trainable leaf x = position - mid, with JP's
-    positions (interp.paths.toonify_position) and mid = 2*log2(resolution) - 4 + level; y = 1 if x > 1 else 0
+    positions (nets.paths.toonify_position) and mid = 2*log2(resolution) - 4 + level; y = 1 if x > 1 else 0
     (hard), or 1 / (1 + exp(-x / blend_width)) (smooth); out = model_2 * y + model_1 * (1 - y). The mapping
     network, w_avg, the noise buffers and b4/conv1 always come from model_1.
     """

@@ -1,4 +1,7 @@
-"""`gafu blend`: read two StyleGAN2 model files, blend their generators, write a new model file atomically.
+"""`gafu blend`: read two model files of one architecture, blend their generators, write a new model file atomically.
+
+The family comes from the files (nets.registry): its generator entry, its resolution-keyed scope, its config's
+BLEND_FREE_FIELDS and its sampler for the figure. The toonify mode is StyleGAN2's (it knows StyleGAN2's layers).
 
 Recipes (BlendSpec.mode):
   toonify  Pinkney's blend_models.py exactly (interp.blend.blend_models): `resolution` is the last block that
@@ -20,10 +23,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from interp import blend as B, paths
+from interp import blend as B
 from interp.figure import swap_figure
-from nets import images, modelfile
-from nets.stylegan2 import StyleGAN2Config
+from nets import images, modelfile, paths, registry
 
 PyTree = Any
 MODES = ("toonify", "swap", "lerp", "schedule")
@@ -57,11 +59,11 @@ class BlendSpec:
     def at(self, resolution: int) -> "BlendSpec":
         return dataclasses.replace(self, resolution=resolution)
 
-    def apply(self, low: PyTree, high: PyTree, names: tuple[str, str] = ("LOW", "HIGH")) -> PyTree:
-        """Blended generator variables {"params", "buffers"}."""
+    def apply(self, low: PyTree, high: PyTree, names: tuple[str, str] = ("LOW", "HIGH"),
+              scope: tuple[str, ...] = paths.GENERATOR_SCOPE) -> PyTree:
+        """Blended generator variables; `scope` = the family's resolution-keyed subtrees (nets.registry.Arch)."""
         if self.mode == "toonify":
             return B.blend_models(low, high, self.resolution, self.level, self.blend_width, names=names)
-        scope = paths.GENERATOR_SCOPE
         if self.mode == "swap" and self.blend_width is None:
             return B.swap(low, high, self.resolution, scope=scope, names=names)
         if self.mode == "swap":
@@ -84,28 +86,6 @@ class BlendResult:
     figure_rows: list[str]
 
 
-def _generator(mf: modelfile.ModelFile) -> dict:
-    if mf.arch != "stylegan2" or "G" not in mf.variables:
-        raise modelfile.ModelFileError(f"{mf.path} holds no StyleGAN2 generator 'G' (arch {mf.arch!r}, entries "
-                                       f"{sorted(mf.variables)})")
-    return mf.variables["G"]
-
-
-# Config fields that may differ between parents: execution choices and settings of training or of D only.
-FREE_FIELDS = {"fused_modconv", "w_avg_beta", "mbstd_group_size", "mbstd_num_channels"}
-
-
-def _check_configs(low: modelfile.ModelFile, high: modelfile.ModelFile) -> StyleGAN2Config:
-    """Both parents must be the same architecture; the output keeps LOW's config."""
-    keys = (set(low.config) | set(high.config)) - FREE_FIELDS
-    diff = sorted(k for k in keys if low.config.get(k) != high.config.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {low.config.get(k)!r} vs {high.config.get(k)!r}" for k in diff)
-        raise B.BlendError(f"{low.path} and {high.path} have different model configs ({detail}); only models "
-                           f"of one architecture (one fine-tuned from the other) can be blended")
-    return StyleGAN2Config.from_dict(low.config)
-
-
 def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str | None = None,
                 seeds: tuple[int, ...] = tuple(range(6)), psi: float = 1.0, overwrite: bool = False) -> BlendResult:
     """Blend the generators of two model files into `out` (and optionally write the swap figure PNG).
@@ -120,35 +100,35 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
     if figure and not spec.sweepable:
         raise ValueError(f"the swap figure sweeps the swap resolution: use the toonify or swap mode, "
                          f"not {spec.mode!r}")
-    lo, hi = modelfile.load_model(low), modelfile.load_model(high)
-    g_lo, g_hi = _generator(lo), _generator(hi)
-    cfg = _check_configs(lo, hi)
+    arch, cfg, lo = registry.load(low)
+    _, cfg_hi, hi = registry.load(high)
+    registry.check_same_arch(cfg, cfg_hi, (str(lo.path), str(hi.path)))     # the output keeps LOW's config
+    g_lo, g_hi = registry.generator_of(arch, lo), registry.generator_of(arch, hi)
     names = (f"LOW {lo.path}", f"HIGH {hi.path}")
-    g_out = spec.apply(g_lo, g_hi, names)
+    g_out = spec.apply(g_lo, g_hi, names, arch.scope)
 
     grid, rows = None, []
     if figure:
-        sweep = sorted(B.resolutions(g_lo, paths.GENERATOR_SCOPE), reverse=True)      # LOW-most blend first
+        sweep = sorted(B.resolutions(g_lo, arch.scope), reverse=True)          # LOW-most blend first
         rows = ["LOW"] + [f"{spec.mode} at {r}" for r in sweep] + ["HIGH"]
-        grid = swap_figure(cfg, g_lo, g_hi, lambda r: spec.at(r).apply(g_lo, g_hi, names), sweep, seeds, psi)
+        grid = swap_figure(lambda g: arch.sample(cfg, g, list(seeds), psi=psi), g_lo, g_hi,
+                           lambda r: spec.at(r).apply(g_lo, g_hi, names, arch.scope), sweep)
 
-    variables = {"G": g_out}
-    if "D" in lo.variables:
-        variables["D"] = lo.variables["D"]
+    variables = {**lo.variables, arch.generator: g_out}          # other networks (D) copied from LOW
     meta = {"blend": {**spec.to_meta(), "low": str(lo.path), "high": str(hi.path),
                       "D": "copied from low" if "D" in variables else "absent",
-                      "share_of_high": describe(spec, g_lo)},
+                      "share_of_high": describe(spec, g_lo, arch.scope)},
             "parents": {"low": lo.meta, "high": hi.meta}}
-    path = modelfile.save_model(out_path, variables, lo.config, arch=lo.arch, meta=meta, overwrite=overwrite)
+    path = modelfile.save_model(out_path, variables, lo.config, arch=arch.name, meta=meta, overwrite=overwrite)
     fig_path = images.write_png(figure, grid) if figure else None
     return BlendResult(path, fig_path, rows)
 
 
-def describe(spec: BlendSpec, g: PyTree) -> dict[str, float]:
+def describe(spec: BlendSpec, g: PyTree, scope: tuple[str, ...] = paths.GENERATOR_SCOPE) -> dict[str, float]:
     """{layer path: share of HIGH} for every layer of the blended generator (probed on scalar trees)."""
     lo = jax.tree.map(lambda x: np.zeros((), np.float32), g)
     hi = jax.tree.map(lambda x: np.ones((), np.float32), g)
     shares: dict[str, float] = {}
-    for p, x in jax.tree_util.tree_flatten_with_path(spec.apply(lo, hi))[0]:
+    for p, x in jax.tree_util.tree_flatten_with_path(spec.apply(lo, hi, scope=scope))[0]:
         shares.setdefault(paths.path_str(paths.layer_path(p)), round(float(x), 6))
     return shares

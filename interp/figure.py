@@ -1,47 +1,34 @@
 """The layer-swapping figure (Toonify paper, Fig. 1): samples of a blend at every swap resolution (rows) for fixed
 seeds (columns), framed by the two parents.
 
-All rows share one tree structure, so one jitted render function serves every row: nothing recompiles.
+The figure takes a `sample` function, (generator variables) -> uint8 [N,R,R,C] for the figure's seeds, e.g.
+`lambda g: arch.sample(cfg, g, seeds)` with a nets.registry record: any family draws it. All rows share one tree
+structure, so a jitted sampler (StyleGAN2's nets.sampling) compiles once for every row.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from nets import images
-from nets.sampling import z_from_seeds
-from nets.stylegan2 import Generator, StyleGAN2Config
 
 PyTree = Any
+Sampler = Callable[[PyTree], np.ndarray]        # generator variables -> uint8 [N,R,R,C]
 
 
-def make_renderer(cfg: StyleGAN2Config, psi: float = 1.0) -> Callable[[PyTree, np.ndarray], np.ndarray]:
-    """(G variables, z [N,z_dim]) -> uint8 images [N,R,R,3], const noise, compiled once per shape."""
-    fn = jax.jit(lambda v, z: Generator(cfg).apply(v, z, psi=psi, noise_mode="const"))
-
-    def render(g_vars: PyTree, z: np.ndarray) -> np.ndarray:
-        return images.to_uint8(fn(g_vars, jnp.asarray(z)))
-    return render
-
-
-def render_rows(cfg: StyleGAN2Config, variants: Iterable[PyTree], seeds: Sequence[int],
-                psi: float = 1.0) -> np.ndarray:
-    """One row of samples per generator variant: uint8 [rows, len(seeds), R, R, 3].
+def render_rows(sample: Sampler, variants: Iterable[PyTree]) -> np.ndarray:
+    """One row of samples per generator variant: uint8 [rows, N, R, R, C].
 
     `variants` may be a generator, so each blended tree can be built, rendered and dropped in turn.
     """
-    render = make_renderer(cfg, psi)
-    z = z_from_seeds(list(seeds), cfg.z_dim)                                    # [N, z_dim]
-    return np.stack([render(v, z) for v in variants])
+    return np.stack([sample(v) for v in variants])
 
 
-def swap_figure(cfg: StyleGAN2Config, low: PyTree, high: PyTree, blend_at: Callable[[int], PyTree],
-                swap_resolutions: Sequence[int], seeds: Sequence[int], psi: float = 1.0) -> np.ndarray:
+def swap_figure(sample: Sampler, low: PyTree, high: PyTree, blend_at: Callable[[int], PyTree],
+                swap_resolutions: Sequence[int]) -> np.ndarray:
     """Grid rows: the low parent, blend_at(r) for r in swap_resolutions (in the given order), the high parent."""
     def variants():
         yield low
@@ -49,5 +36,4 @@ def swap_figure(cfg: StyleGAN2Config, low: PyTree, high: PyTree, blend_at: Calla
             yield blend_at(r)
         yield high
     bar = tqdm(variants(), total=len(swap_resolutions) + 2, desc="figure", unit="row")
-    rows = render_rows(cfg, bar, seeds, psi)                                     # [rows, cols, R, R, 3]
-    return images.make_grid(rows)
+    return images.make_grid(render_rows(sample, bar))                          # rows x N cells

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp import paths
+from nets import paths
 
 
 class BlendError(ValueError):

@@ -1,6 +1,7 @@
 """Project an image into a StyleGAN2 generator's W or W+ space (Karras et al. 2020, §5 / Appendix D).
 
-Reference: NVlabs/stylegan2-ada-pytorch `projector.py` (W) and Pinkney's Toonify projector (W+), stylegan2.md §d:
+Reference: NVlabs/stylegan2-ada-pytorch `projector.py` (W) and Pinkney's Toonify projector (W+,
+justinpinkney/stylegan2 `projector.py` as run by the Toonify notebook):
 
   * w_avg and a scalar w_std = sqrt(sum_i ||w_i - w_avg||² / N) from 10,000 mapped z (RandomState(123)); the sum
     runs over the optimised variable's dims (w_dim in W, num_ws*w_dim in W+, as JP's projector);
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from nets import images, lpips, vgg
+from nets import images, lpips, paths, sampling
 from nets.stylegan2 import Generator, StyleGAN2Config
 
 Array = jax.Array
@@ -127,39 +128,17 @@ def to_lpips_size(x: Array, size: int) -> Array:
     return x
 
 
-def lpips_features(params: dict, x: Array) -> dict[str, Array]:
-    """Channel-unit-normalised LPIPS taps of x [N,H,W,3] in [-1, 1] (computed once for the target)."""
-    feats = vgg.features(params["vgg"], x, lpips.LPIPS_TAPS, pooling="max", input_range=(-1.0, 1.0))
-    out = {}
-    for tap, f in feats.items():
-        sq = jnp.sum(jnp.square(f), axis=-1, keepdims=True)                        # [N,h,w,1]
-        # sqrt has an infinite gradient at 0, which post-ReLU zeros hit (as nets.lpips does)
-        norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-        out[tap] = f / (norm + 1e-10)
-    return out
-
-
-def lpips_from_features(params: dict, fx: dict[str, Array], fy: dict[str, Array]) -> Array:
-    """LPIPS distance [N] from two sets of lpips_features (same numbers as nets.lpips.lpips_distance)."""
-    total = jnp.zeros((next(iter(fx.values())).shape[0],), jnp.float32)
-    for tap in lpips.LPIPS_TAPS:
-        d = jnp.square(fx[tap] - fy[tap])                                          # [N,h,w,C]
-        w = jnp.asarray(params["lin"][tap], d.dtype).reshape(1, 1, 1, -1)
-        total = total + jnp.mean(jnp.sum(d * w, axis=-1), axis=(1, 2))
-    return total
-
-
 def noise_maps(g_vars: dict) -> dict:
     """The generator's noise_const tree (buffers/synthesis), checked to hold nothing else."""
     try:
-        tree = g_vars["buffers"]["synthesis"]
+        tree = g_vars[paths.BUFFERS]["synthesis"]
     except (KeyError, TypeError):
         raise ValueError("generator variables have no buffers/synthesis (noise_const maps); expected "
                          "{'params': ..., 'buffers': {'mapping': ..., 'synthesis': ...}}") from None
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = jax.tree_util.keystr(path)
-        if not name.endswith("['noise_const']") or np.ndim(x) != 2:
-            raise ValueError(f"buffers/synthesis{name} is not a [R,R] noise_const map (shape {np.shape(x)})")
+        if paths.leaf_name(path) != paths.NOISE_CONST or paths.resolution_of(path) is None or np.ndim(x) != 2:
+            raise ValueError(f"buffers/synthesis/{paths.path_str(path)} is not a [R,R] {paths.NOISE_CONST} map "
+                             f"in a block (shape {list(np.shape(x))})")
     return tree
 
 
@@ -193,17 +172,11 @@ def w_stats(cfg: StyleGAN2Config, g_vars: dict, n: int = 10000, w_plus: bool = F
 # The jitted loop
 
 
-def _synth(cfg: StyleGAN2Config, g_vars: dict, w: Array) -> Array:
-    """w [1,k,w_dim] (k = 1 or num_ws) -> image [1,R,R,3] with const noise from g_vars."""
-    ws = jnp.broadcast_to(w, (w.shape[0], cfg.num_ws, cfg.w_dim))                  # [1,num_ws,w_dim]
-    return Generator(cfg).apply(g_vars, ws, noise_mode="const", method=Generator.synthesize)
-
-
 def _loss(var: dict, w_noise: Array, consts: dict, cfg: StyleGAN2Config, pc: ProjectConfig):
     g_vars = with_noise(consts["g"], var["noise"])
-    img = _synth(cfg, g_vars, var["w"] + w_noise)                                  # [1,R,R,3]
-    f = lpips_features(consts["lpips"], to_lpips_size(img, pc.lpips_size))
-    dist = lpips_from_features(consts["lpips"], f, consts["target"])[0]
+    img = sampling.synthesize(cfg, g_vars, var["w"] + w_noise)                     # [1,R,R,3], const noise
+    f = lpips.lpips_features(consts["lpips"], to_lpips_size(img, pc.lpips_size))
+    dist = lpips.lpips_from_features(consts["lpips"], f, consts["target"])[0]
     reg = noise_regularizer(var["noise"])
     return dist + pc.noise_reg * reg, (dist, reg)
 
@@ -237,18 +210,9 @@ def make_runner(cfg: StyleGAN2Config, pc: ProjectConfig):
 
 
 @functools.lru_cache(maxsize=8)
-def renderer(cfg: StyleGAN2Config):
-    """jit(render)(g_vars, w) -> image [1,R,R,3]: w [1,k,w_dim] broadcast to num_ws, the vars' const noise.
-
-    Shared by the projector's start/final images and Toonify's render through the blended model (same tree
-    structure, so one compiled program)."""
-    return jax.jit(functools.partial(_synth, cfg))
-
-
-@functools.lru_cache(maxsize=8)
 def lpips_featurizer(pc: ProjectConfig):
-    """jit(f)(lpips_params, images [N,R,R,3] in [-1, 1]) -> lpips_features at the projector's LPIPS size."""
-    return jax.jit(lambda p, x: lpips_features(p, to_lpips_size(x, pc.lpips_size)))
+    """jit(f)(lpips_params, images [N,R,R,3] in [-1, 1]) -> nets.lpips features at the projector's LPIPS size."""
+    return jax.jit(lambda p, x: lpips.lpips_features(p, to_lpips_size(x, pc.lpips_size)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,11 +259,9 @@ def project(cfg: StyleGAN2Config, g_vars: dict, target: np.ndarray, pc: ProjectC
     feats = lpips_featurizer(pc)
     consts = {"g": jax.tree.map(jnp.asarray, g_vars), "lpips": lp, "target": feats(lp, x),
               "w_std": jnp.float32(w_std), "key": k_lat}
-    render = renderer(cfg)
-
     def evaluate(w, noise):     # (image, LPIPS) without latent noise
-        img = render(with_noise(consts["g"], noise), w)
-        return img, lpips_from_features(lp, feats(lp, img), consts["target"])[0]
+        img = sampling.render_ws(cfg, with_noise(consts["g"], noise), w)
+        return img, lpips.lpips_from_features(lp, feats(lp, img), consts["target"])[0]
 
     _, d_start = evaluate(w0, noise0)
     run_chunk, adam = make_runner(cfg, pc)
@@ -337,7 +299,7 @@ def save_latent(path: str | Path, proj: Projection) -> Path:
     arrays = {"w": proj.ws, "w_var": proj.w, "dists": proj.dists, "losses": proj.losses,
               "lpips_final": np.float32(proj.lpips_final), "w_plus": np.bool_(proj.w_plus)}
     for p, x in jax.tree_util.tree_flatten_with_path(proj.noise)[0]:
-        arrays["noise/" + "/".join(str(getattr(e, "key", e)) for e in p[:-1])] = np.asarray(x)
+        arrays["noise/" + paths.path_str(paths.layer_path(p))] = np.asarray(x)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path = Path(path)

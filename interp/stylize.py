@@ -1,7 +1,8 @@
 """Neural style transfer by optimisation on VGG features (Gatys, Ecker & Bethge 2016; mattya/chainer-gogh).
 
 The image itself is the variable, in 0..255 RGB pixel units (chainer-gogh's and neural-style's pixel scale, so
-their learning rates and TV weights mean the same here). Loss, per ../shared/docs/nst_dfi.md §1.2 and §2.2:
+their learning rates and TV weights mean the same here). Loss, as mattya/chainer-gogh `chainer-gogh.py` and
+jcjohnson/neural-style `neural_style.lua` compute it:
 
     content = content_weight * sum_l a_l * MSE(F_l(x), F_l(content))
     style   = style_weight   * sum_l b_l * MSE(G_l(x), sum_s w_s G_l(style_s))      G = F^T F / (C*H*W)

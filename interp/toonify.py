@@ -1,10 +1,11 @@
-"""Toonify yourself (Pinkney & Adler 2020; stylegan2.md §d.2): photo -> W+ latent of the base model -> blended model.
+"""Toonify yourself (Pinkney & Adler 2020): photo -> W+ latent of the base model -> blended model.
 
   1. centre-crop and resize the photo to the generator's resolution (NV projector.py's crop; no face alignment:
      dlib's landmark model cannot be had offline, so photos should already be FFHQ-style aligned face crops);
   2. project it with the base (photo) generator, in W+ with 500 steps by default (JP's notebook);
   3. render the per-layer ws through the blended generator's synthesis network with ITS OWN const noise maps
-     (the projector's optimised maps are not carried over, as in JP's notebook).
+     (the projector's optimised maps are not carried over, as in JP's notebook:
+     `Gs_blended.components.synthesis.run(dlatents, randomize_noise=False)`).
 
 The library functions take arrays and variable trees, so a pipeline can chain train -> blend -> toonify without
 files; `project_file` / `toonify_files` are the CLI's file-level wrappers (outputs written atomically).
@@ -18,30 +19,15 @@ from typing import Any
 import numpy as np
 
 from interp import project as P
-from nets import images
+from nets import images, registry, sampling
 from nets.stylegan2 import StyleGAN2Config
 
 PyTree = Any
 TOONIFY_PROJECTION = P.ProjectConfig(steps=500, w_plus=True)    # JP's Toonify notebook
-COMPUTE_ONLY_FIELDS = ("conv_impl", "fused_modconv")           # config fields that do not change the weights
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Photos
-
-
-def read_photo(path: str | Path) -> np.ndarray:
-    """An image file -> uint8 RGB [H,W,3] (EXIF orientation applied; grey, palette and alpha converted)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"photo {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read photo {path}: {e}") from None
 
 
 def prepare_photo(img: np.ndarray, size: int) -> np.ndarray:
@@ -76,17 +62,6 @@ def check_renderable(base: StyleGAN2Config, other: StyleGAN2Config, what: str = 
                          f"base model's latents are [1, {base.num_ws}, {base.w_dim}] ({base.resolution} px)")
 
 
-def check_blendable(base: StyleGAN2Config, transfer: StyleGAN2Config) -> None:
-    """Both models must share the architecture (one fine-tuned from the other)."""
-    a = {k: v for k, v in base.to_dict().items() if k not in COMPUTE_ONLY_FIELDS}
-    b = {k: v for k, v in transfer.to_dict().items() if k not in COMPUTE_ONLY_FIELDS}
-    diff = sorted(k for k in a if a[k] != b[k])
-    if diff:
-        raise ValueError("the base and transfer models have different configs (" +
-                         ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in diff) +
-                         "); only a model fine-tuned from the base can be blended with it")
-
-
 def blend_for_toonify(base: dict, transfer: dict, resolution: int, level: int = 0,
                       blend_width: float | None = None) -> dict:
     """Pinkney's blend_models.py: base gives blocks up to `resolution`, mapping and noise; transfer the rest."""
@@ -101,7 +76,7 @@ def render_latent(cfg: StyleGAN2Config, g_vars: dict, ws: np.ndarray) -> np.ndar
     ws = np.asarray(ws, np.float32)
     if ws.shape != (1, cfg.num_ws, cfg.w_dim):
         raise ValueError(f"ws must be [1, {cfg.num_ws}, {cfg.w_dim}]; got {list(ws.shape)}")
-    return images.to_uint8(P.renderer(cfg)(g_vars, ws)[0])
+    return images.to_uint8(sampling.render_ws(cfg, g_vars, ws)[0])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -150,13 +125,11 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
 def project_file(photo: str, model: str, out_dir: str, pc: P.ProjectConfig = P.ProjectConfig(), *, seed: int = 0,
                  overwrite: bool = False, progress: bool = True) -> tuple[Path, Path, P.Projection]:
     """`gafu project`: write out_dir/projected_w.npz and out_dir/proj.png (target | projection)."""
-    from nets.sampling import load_generator
-
     out = Path(out_dir)
     npz, png = out / "projected_w.npz", out / "proj.png"
     _refuse_existing([npz, png], overwrite)
-    img = read_photo(photo)
-    cfg, g = load_generator(model)
+    img = images.read_rgb(photo, "photo")
+    _, cfg, g = registry.load_generator(model, "stylegan2")
     proj = P.project(cfg, g, prepare_photo(img, cfg.resolution), pc, seed=seed, progress=progress)
     P.save_latent(npz, proj)
     images.write_png(png, images.make_grid(np.stack([proj.target, proj.image]), rows=1))
@@ -173,8 +146,6 @@ def toonify_files(photo: str, base: str, out: str, *, blended: str | None = None
     The toon model is `blended` (a model file), or base blended with `transfer` at `resolution` on the fly.
     Everything is read and checked before the (long) projection starts.
     """
-    from nets.sampling import load_generator
-
     if (blended is None) == (transfer is None):
         raise ValueError("give exactly one of --blended CKPT or --transfer CKPT (with --resolution R)")
     if transfer is not None and resolution is None:
@@ -188,13 +159,13 @@ def toonify_files(photo: str, base: str, out: str, *, blended: str | None = None
         latent_out = str(out_path.with_name(out_path.stem + "_w.npz"))
     _refuse_existing([out_path] + ([Path(latent_out)] if latent_out else []), overwrite)
 
-    img = read_photo(photo)
-    base_cfg, g_base = load_generator(base)
+    img = images.read_rgb(photo, "photo")
+    _, base_cfg, g_base = registry.load_generator(base, "stylegan2")
     if blended is not None:
-        toon_cfg, g_toon = load_generator(blended)
+        _, toon_cfg, g_toon = registry.load_generator(blended, "stylegan2")
     else:
-        t_cfg, g_t = load_generator(transfer)
-        check_blendable(base_cfg, t_cfg)
+        _, t_cfg, g_t = registry.load_generator(transfer, "stylegan2")
+        registry.check_same_arch(base_cfg, t_cfg, (f"base {base}", f"transfer {transfer}"))
         toon_cfg, g_toon = base_cfg, blend_for_toonify(g_base, g_t, resolution, level, blend_width)
     check_renderable(base_cfg, toon_cfg, f"model {blended}" if blended else "blended model")
     ws = P.load_latent(latent, base_cfg) if latent is not None else None

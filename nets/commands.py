@@ -8,8 +8,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="write a PNG grid of generator samples",
                        description="Sample a grid from a model file, or from a freshly initialised preset.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="model file (directory written by gafu) holding a generator 'G'")
+    src.add_argument("--model", help="model file (directory written by gafu) of any registered architecture")
     src.add_argument("--preset", default="tiny", help="fresh generator of this preset (default: tiny)")
+    p.add_argument("--arch", default="stylegan2", help="architecture of --preset (default: stylegan2)")
     p.add_argument("--resolution", type=int, help="override the preset's resolution")
     p.add_argument("--seeds", default="0-15", help="seeds, e.g. '0-15' or '1,5,9' (default 0-15)")
     p.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1)")
@@ -33,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "state dict (default: the EMA one, else the raw one, else bare)")
     p.add_argument("--no-d", action="store_true", help="leave the discriminator out even if the file has one")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a StyleGAN2Config field that shapes cannot tell (JSON value), e.g. "
-                        "conv_clamp=256 for models trained with stylegan2-ada-pytorch, mbstd_group_size=8; repeatable")
+                   help="override a StyleGAN2Config field that shapes cannot tell, checked against the field's "
+                        "type (the grammar of `gafu train --set`), e.g. conv_clamp=256 for models trained with "
+                        "stylegan2-ada-pytorch, mbstd_group_size=8; repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.set_defaults(func=_convert)
 
@@ -49,52 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
-def parse_seeds(spec: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    seeds: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-", 1)
-            seeds.extend(range(int(a), int(b) + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds:
-        raise ValueError(f"no seeds in {spec!r}")
-    return seeds
-
-
 def _sample(args: argparse.Namespace) -> int:
     from nets import sampling
 
     path = sampling.sample_grid(model=args.model, preset_name=args.preset, resolution=args.resolution,
-                                seeds=parse_seeds(args.seeds), psi=args.psi, noise_mode=args.noise_mode,
-                                out=args.out)
+                                seeds=sampling.parse_seeds(args.seeds), psi=args.psi, noise_mode=args.noise_mode,
+                                out=args.out, arch=args.arch)
     print(f"wrote {path}")
     return 0
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """['conv_clamp=256', 'mbstd_group_size=8'] -> {'conv_clamp': 256, ...}; values are JSON, else strings."""
-    import json
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects FIELD=VALUE; got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def _convert(args: argparse.Namespace) -> int:
     from nets import convert
     from nets.stylegan2 import param_count
 
-    path, imp = convert.convert_file(args.src, args.out, fmt=args.format, overrides=parse_overrides(args.set),
+    path, imp = convert.convert_file(args.src, args.out, fmt=args.format, overrides=args.set,
                                      g_group=args.generator, with_d=not args.no_d, overwrite=args.overwrite)
     c, m = imp.config, imp.meta
     n_g = param_count(imp.variables["G"]["params"])

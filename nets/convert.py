@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nets import convert_keys as K
+from nets import configs, convert_keys as K
 from nets.convert_io import ConvertError, read_checkpoint, write_npz
 from nets.stylegan2 import Discriminator, Generator, StyleGAN2Config
 
@@ -72,8 +72,9 @@ def infer_channel_table(chs: dict[int, int]) -> tuple[int, int]:
                        f"min(channel_base // res, channel_max) for any channel_base")
 
 
-def infer_config(flat: dict, fmt: str, g_group: str, overrides: dict | None = None,
+def infer_config(flat: dict, fmt: str, g_group: str, overrides: Sequence[str] = (),
                  path: str = "checkpoint") -> StyleGAN2Config:
+    """The config read off the tensor shapes, then `overrides` ('conv_clamp=256', nets.configs' grammar)."""
     try:
         facts = K.generator_widths(fmt, flat, g_group)
     except KeyError as e:
@@ -86,11 +87,14 @@ def infer_config(flat: dict, fmt: str, g_group: str, overrides: dict | None = No
                            f"generator (blocks {sorted(chs)}, mapping layers {facts['mapping_layers']})")
     base, cmax = infer_channel_table(chs)
     fields = dict(resolution=res, channel_base=base, channel_max=cmax, **facts)
-    fields.update(overrides or {})
     try:
-        return StyleGAN2Config.from_dict(fields)
+        cfg = StyleGAN2Config.from_dict(fields)
     except (TypeError, ValueError) as e:
         raise ConvertError(f"{path}: invalid config {fields}: {e}") from None
+    try:
+        return configs.apply_overrides(cfg, overrides)
+    except (TypeError, ValueError) as e:
+        raise ConvertError(f"{path}: --set: {e}") from None
 
 
 def _leaves(tree: Mapping, prefix: K.Path = ()) -> dict[K.Path, object]:
@@ -162,7 +166,7 @@ def estimate_w_avg(cfg: StyleGAN2Config, g_params: dict, n: int = W_AVG_SAMPLES,
     return np.asarray(jnp.mean(ws[:, 0], axis=0))
 
 
-def import_state_dict(flat: dict[str, np.ndarray], fmt: str = "auto", overrides: dict | None = None,
+def import_state_dict(flat: dict[str, np.ndarray], fmt: str = "auto", overrides: Sequence[str] = (),
                       g_group: str | None = None, with_d: bool = True, path: str = "checkpoint") -> Imported:
     """Flat PyTorch-layout state dict -> our variables, config and provenance (see module docstring).
 
@@ -263,7 +267,7 @@ def ros_constructor(cfg: StyleGAN2Config) -> str | None:
 # Files
 
 
-def convert_file(src: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto", overrides: dict | None = None,
+def convert_file(src: str | os.PathLike, out: str | os.PathLike, fmt: str = "auto", overrides: Sequence[str] = (),
                  g_group: str | None = None, with_d: bool = True, overwrite: bool = False) -> tuple[Path, Imported]:
     """Checkpoint file -> gafu model file {"G": {params, buffers}, "D": {params}} (D only if the file has one)."""
     from nets.modelfile import save_model
@@ -279,13 +283,10 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, fmt: str = "aut
 def export_file(model: str | os.PathLike, out: str | os.PathLike, fmt: str = K.ROS,
                 overwrite: bool = False) -> tuple[Path, StyleGAN2Config]:
     """gafu model file -> .npz state dict of `fmt` (flat keys joined by '/')."""
-    from nets.modelfile import ModelFileError, load_model
+    from nets import registry
 
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
-    mf = load_model(model)
-    if mf.arch != "stylegan2":
-        raise ModelFileError(f"{model}: export handles StyleGAN2 model files; this one is {mf.arch!r}")
-    cfg = StyleGAN2Config.from_dict(mf.config)
+    _, cfg, mf = registry.load(model, "stylegan2")
     flat = export_state_dict(mf.variables, cfg, fmt)
     return write_npz(out, flat, overwrite=overwrite), cfg

@@ -3,7 +3,8 @@
 This is the ONE place in gafu that knows other projects' names: rosinality/stylegan2-pytorch ("ROS": index-based
 `style.{i}`, `convs.{i}`, `to_rgbs.{j}`, `noises.noise_{i}`, D `convs.{i}.conv1.0`) and NVlabs
 stylegan2-ada-pytorch ("NV": `mapping.fc{i}`, `synthesis.b{R}.conv0`, D `b{R}.conv1`, `b4.fc`). Nothing else in the
-project parses them. Layout facts: ../shared/docs/stylegan2.md §e.
+project parses them. Layout facts: rosinality's model.py (Generator, Discriminator) and NVlabs'
+training/networks.py (SynthesisBlock, DiscriminatorBlock, DiscriminatorEpilogue).
 
 A table is a list of `Leaf(src, dst, layout)`: `src` is the flat source key (nested keys joined by '/', e.g.
 `g_ema/convs.3.conv.weight`), `dst` our key path (`("G", "params", "synthesis", "b16", "conv1", "weight")`), and

@@ -1,4 +1,4 @@
-"""Image helpers shared by every method: [-1, 1] float <-> uint8, PNG grids, atomic PNG writes."""
+"""Image helpers shared by every method: reading image files, [-1, 1] float <-> uint8, PNG grids, atomic writes."""
 from __future__ import annotations
 
 import io
@@ -8,6 +8,22 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
+
+
+def read_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """An image file -> uint8 RGB [H,W,3] (EXIF orientation applied; grey, palette and alpha converted).
+
+    `what` names the file in errors ("photo", "image", ...)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError  # deferred: only readers and writers need Pillow
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
 
 
 def to_uint8(x) -> np.ndarray:

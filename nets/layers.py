@@ -2,7 +2,7 @@
 
 Reused by SPADE and GANs N' Roses. The math lives in free functions; the modules only own parameters.
 Reference: NVlabs/stylegan2-ada-pytorch `training/networks.py`, `torch_utils/ops/{upfirdn2d,conv2d_resample}.py`
-(paddings and gains below follow those files exactly, see ../shared/docs/stylegan2.md §a).
+(paddings and gains below follow those files exactly).
 
 Equalized learning rate: every weight is stored as N(0, 1) / lr_mul and used as weight * lr_mul / sqrt(fan_in);
 biases are stored raw and used as bias * lr_mul.

@@ -2,7 +2,7 @@
 
 Reference: NVlabs/stylegan2-ada-pytorch `training/networks.py` (architecture 'skip' G, 'resnet' D).
 Every spatial block is a submodule named `b{R}` (R = its output resolution for G, input resolution for D), so
-swapping and interpolation are tree_maps keyed on resolution (see interp/). Param tree (stylegan2.md §e.3):
+swapping and interpolation are tree_maps keyed on resolution (see interp/). Param tree (README.md, "The param tree"):
 
   params:  mapping/fc{i}/{kernel,bias}
            synthesis/b4/{const, conv1, torgb}, synthesis/b{R}/{conv0, conv1, torgb}
@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from nets import configs, paths
 from nets.layers import Conv2d, Dense, NoiseMode, SynthesisLayer, ToRGB, minibatch_std, normalize_2nd_moment, \
     upsample2d
 
@@ -45,6 +47,9 @@ class StyleGAN2Config:
     conv_clamp: float | None = None   # 256 for models trained with stylegan2-ada-pytorch
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
+    # Fields two blend parents may differ in: execution choices, and settings of training or of D only.
+    BLEND_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"fused_modconv", "conv_impl", "w_avg_beta", "mbstd_group_size", "mbstd_num_channels"})
 
     def __post_init__(self):
         r = self.resolution
@@ -70,11 +75,8 @@ class StyleGAN2Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StyleGAN2Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown StyleGAN2Config fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        """From a plain dict (a model file's config): every value type-checked, unknown keys refused."""
+        return configs.from_dict(cls, d)
 
 
 PRESETS: dict[str, dict] = {
@@ -270,6 +272,21 @@ def init_generator(cfg: StyleGAN2Config, key: Array) -> PyTree:
 def init_discriminator(cfg: StyleGAN2Config, key: Array) -> PyTree:
     """Variables {'params'} of a fresh discriminator."""
     return _init_fns(cfg)[1](key)
+
+
+def init_model(cfg: StyleGAN2Config, key: Array) -> dict:
+    """Model-file variables of a fresh G and D: {"G": {"params", "buffers"}, "D": {"params"}}."""
+    kg, kd = jax.random.split(key)
+    return {"G": init_generator(cfg, kg), "D": init_discriminator(cfg, kd)}
+
+
+def without_noise(g_vars: PyTree) -> PyTree:
+    """G variables with every noise_strength param set to 0 (same tree; other leaves shared, not copied)."""
+    def zero(path: paths.KeyPath, x: Any) -> Any:
+        if paths.leaf_name(path) != paths.NOISE_STRENGTH:
+            return x
+        return (np if isinstance(x, np.ndarray) else jnp).zeros_like(x)      # numpy in, numpy out
+    return {**g_vars, paths.PARAMS: jax.tree_util.tree_map_with_path(zero, g_vars[paths.PARAMS])}
 
 
 def param_count(tree: PyTree) -> int:

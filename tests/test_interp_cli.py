@@ -8,11 +8,8 @@ import pytest
 from PIL import Image
 
 from interp import blend as B
-from interp import paths
 from interp.commands import parse_schedule
-from interp.figure import make_renderer
-from nets import cli, modelfile
-from nets.sampling import z_from_seeds
+from nets import cli, modelfile, paths, sampling
 from nets.stylegan2 import init_discriminator, init_generator, preset
 
 CFG = preset("tiny")
@@ -64,8 +61,7 @@ def test_toonify_blend_writes_model_provenance_and_figure(files, capsys):
     grid = np.asarray(Image.open(fig))                     # 6 rows x 3 seeds of 32 px, 2 px padding
     assert grid.shape == (6 * 34 + 2, 3 * 34 + 2, 3)
     cell = lambda r, c: grid[2 + 34 * r:34 * (r + 1), 2 + 34 * c:34 * (c + 1)]  # noqa: E731
-    render, z = make_renderer(CFG), z_from_seeds([3, 5, 7], CFG.z_dim)
-    lo_imgs, hi_imgs = render(low.variables["G"], z), render(high.variables["G"], z)
+    lo_imgs, hi_imgs = (sampling.sample(CFG, m.variables["G"], [3, 5, 7]) for m in (low, high))
     for c in range(3):
         np.testing.assert_array_equal(cell(0, c), lo_imgs[c])
         np.testing.assert_array_equal(cell(5, c), hi_imgs[c])

@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from interp import blend as B
-from interp import paths
+from nets import paths
 
 RES = [4, 8, 16, 32, 64]
 DTYPES = [np.float32, np.float16, jnp.bfloat16]

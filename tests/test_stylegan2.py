@@ -76,8 +76,11 @@ def test_bad_configs_are_rejected():
         StyleGAN2Config(resolution=48)
     with pytest.raises(ValueError, match="unknown StyleGAN2 preset"):
         preset("config-z")
-    with pytest.raises(ValueError, match="unknown StyleGAN2Config fields"):
+    with pytest.raises(ValueError, match=r"unknown config keys \['chanel_base'\] in StyleGAN2Config"):
         StyleGAN2Config.from_dict({"resolution": 64, "chanel_base": 1})
+    with pytest.raises(ValueError, match=r"config key 'resolution' expects int; got '64'"):    # typed
+        StyleGAN2Config.from_dict({"resolution": "64"})
+    assert StyleGAN2Config.from_dict({"conv_clamp": 256}).conv_clamp == 256.0                # int as float
 
 
 def test_ws_indices_cover_all_and_torgb_shares_with_next_conv0():

@@ -89,12 +89,12 @@ def test_prepare_photo_channels_and_errors():
 def test_read_photo(tmp_path):
     cat = data.chelsea()                                                   # 300 x 451, not square
     images.write_png(tmp_path / "cat.png", cat)
-    np.testing.assert_array_equal(T.read_photo(tmp_path / "cat.png"), cat)
+    np.testing.assert_array_equal(images.read_rgb(tmp_path / "cat.png", "photo"), cat)
     with pytest.raises(FileNotFoundError, match="nope.jpg does not exist"):
-        T.read_photo(tmp_path / "nope.jpg")
+        images.read_rgb(tmp_path / "nope.jpg", "photo")
     (tmp_path / "bad.jpg").write_text("not an image")
     with pytest.raises(ValueError, match="cannot read photo .*bad.jpg"):
-        T.read_photo(tmp_path / "bad.jpg")
+        images.read_rgb(tmp_path / "bad.jpg", "photo")
 
 
 # ---- the pipeline ----------------------------------------------------------------------------------------------
@@ -167,7 +167,8 @@ def test_cli_project(lib_result, files, tmp_path, capsys):
     (["--transfer", "{B}"], "--transfer needs --resolution R"),
     (["--transfer", "{B}", "--resolution", "64"], r"resolution 64 is not a block resolution of this model; "
                                                   r"valid: \[4, 8, 16, 32\]"),
-    (["--transfer", "{W16}", "--resolution", "8"], r"different configs \(w_dim: 32 vs 16\)"),
+    (["--transfer", "{W16}", "--resolution", "8"], r"base .*A and transfer .*W16 have different model configs "
+                                                   r"\(w_dim: 32 vs 16\)"),
     (["--blended", "{R16}"], r"takes ws \[1, 6, 32\] \(16 px\) but the base model's latents are \[1, 8, 32\]"),
     (["--blended", "{B}", "--resolution", "8"], "--resolution, --level and --blend-width apply to --transfer"),
     (["--blended", "{B}", "--latent", "{photo}"], "astronaut.png is not a readable .npz"),

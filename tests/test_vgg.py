@@ -1,4 +1,4 @@
-"""VGG-16/19 features, weight loaders and LPIPS, on scikit-image's bundled photos (assets.md §2.1)."""
+"""VGG-16/19 features, weight loaders and LPIPS, on scikit-image's bundled photos (skimage.data)."""
 from __future__ import annotations
 
 import pickle
@@ -235,6 +235,12 @@ def test_lpips_equals_package_and_is_symmetric(lp, lpips_fn):
     ours = lpips_fn(lp, x, y)
     np.testing.assert_allclose(ours, np.asarray(ref).reshape(-1), rtol=1e-4)
     np.testing.assert_allclose(lpips_fn(lp, y, x), ours, rtol=1e-5)
+    # a fixed image's taps reused (the projector's target): the same distance
+    feats = jax.jit(lpips.lpips_features)
+    fx, fy = feats(lp, x), feats(lp, y)
+    assert set(fx) == set(lpips.LPIPS_TAPS)
+    np.testing.assert_allclose(jnp.sum(jnp.square(fx["relu3_3"]), axis=-1), 1.0, rtol=1e-4)   # unit channels
+    np.testing.assert_allclose(lpips.lpips_from_features(lp, fx, fy), ours, rtol=1e-5)
 
 
 def test_lpips_gradient_finite(lp):

@@ -1,8 +1,14 @@
-"""The one place that reads names: key path -> block resolution, layer, and Toonify layer position.
+"""The one place that reads names: key path -> block resolution, layer, collection rule, Toonify layer position.
 
-Every spatial block of a gafu model is a submodule named `b{R}` (design.md, "the one naming rule"), so a leaf's
-resolution is read off its key path, e.g. ('params', 'synthesis', 'b64', 'conv0', 'weight') -> 64, layer 'conv0'.
-Everything in interp/ that needs to know what a leaf *is* asks this module; nothing else parses names.
+The naming rule. Every spatial block of a gafu model is a submodule named `b{R}`, given with an explicit `name=`.
+For generators and decoders R is the block's OUTPUT resolution; for discriminators and encoders it is its INPUT
+resolution (NVlabs' convention, stylegan2-ada-pytorch training/networks.py: D's `b256` holds fromRGB and the first
+block). One block per resolution: several blocks at one resolution (SPADE's two middle blocks at 16 px) are layers
+inside that `b{R}`. Inside a block the layer names are fixed per family (`conv0`, `conv1`, `torgb` for StyleGAN2).
+So a leaf's resolution is read off its key path, e.g. ('params', 'synthesis', 'b64', 'conv0', 'weight') -> 64,
+layer 'conv0'. Everything that needs to know what a leaf *is* asks this module; nothing else parses names.
+
+The first entry of a variables tree's path is its Flax collection; COLLECTION_RULES says how blends treat each.
 
 Paths are the key tuples of `jax.tree_util.tree_flatten_with_path`; `path_str` turns them into the big_vision
 style "params/synthesis/b64/conv0/weight" used in messages, scopes and channel-swap masks.
@@ -11,21 +17,38 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import types
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 KeyPath = tuple[Any, ...]            # the key entries of one leaf (DictKey, GetAttrKey, SequenceKey, ...)
 Names = tuple[str, ...]              # the same path as plain strings
 _BLOCK = re.compile(r"b(\d+)")
 
-# StyleGAN2 generator layers by Toonify "level" (stylegan2.md §c): level 0 opens a block (the 4x4 const or the
-# up-sampling conv0), level 1 closes it (conv1 and the block's ToRGB, which JP blends together with conv1).
+# StyleGAN2 generator layers by Toonify "level" (justinpinkney/stylegan2 blend_models.py): level 0 opens a block
+# (the 4x4 const or the up-sampling conv0), level 1 closes it (conv1 and the block's ToRGB, which JP blends
+# together with conv1).
 TOONIFY_LEVEL0 = ("const", "conv0")
 TOONIFY_LEVEL1 = ("conv1", "torgb")
+NOISE_CONST = "noise_const"          # StyleGAN2 leaf: a block layer's fixed noise map [R,R] (buffers)
+NOISE_STRENGTH = "noise_strength"    # StyleGAN2 leaf: the learned scale of a layer's noise input (params)
+
+# Variable collections (the first key of a Flax variables tree).
 PARAMS = "params"                    # the trainable collection; JP blends only trainables
-BUFFERS = "buffers"                  # the non-trainable collection (w_avg, noise_const)
+BUFFERS = "buffers"                  # non-trainable state kept by gafu's models (StyleGAN2: w_avg, noise_const)
+BATCH_STATS = "batch_stats"          # batch-norm running mean / var (Flax's name)
+SPECTRAL = "spectral"                # spectral-norm power-iteration vectors
 # The subtrees of a StyleGAN2 generator's variables that are keyed on resolution: every leaf in them is in a block.
 GENERATOR_SCOPE = ("params/synthesis", "buffers/synthesis")
+
+# How blends treat each collection's leaves:
+AVERAGE = "average"                  # weighted per leaf, with the weights of its block (or the global weights)
+PICK_IN_BLOCKS = "pick in blocks"    # block leaves whole from the parent with the larger share (the mean of two
+                                     # N(0,1) noise maps is not N(0,1) noise); others averaged with the global weights
+PICK = "pick"                        # every leaf whole from the parent with the larger share, never averaged
+                                     # (running statistics and power-iteration vectors belong to one set of weights)
+COLLECTION_RULES: Mapping[str, str] = types.MappingProxyType(
+    {PARAMS: AVERAGE, BUFFERS: PICK_IN_BLOCKS, BATCH_STATS: PICK, SPECTRAL: PICK})
 
 
 class PathError(ValueError):
@@ -94,11 +117,32 @@ def layer_path(path: KeyPath | Sequence[str]) -> Names:
     return names[:i + 2] if i is not None else names[:-1]
 
 
+def leaf_name(path: KeyPath | Sequence[str]) -> str | None:
+    """The last entry of the path ('weight', 'noise_const', ...), or None for an empty path."""
+    names = names_of(path)
+    return names[-1] if names else None
+
+
 def is_block_buffer(path: KeyPath | Sequence[str]) -> bool:
-    """A leaf of the 'buffers' collection that lives in a block (StyleGAN2: the noise_const maps). Blends pick
-    these whole from one parent instead of averaging: the mean of two N(0,1) noise maps is not N(0,1) noise."""
+    """A leaf of the 'buffers' collection that lives in a block (StyleGAN2: the noise_const maps)."""
     names = names_of(path)
     return bool(names) and names[0] == BUFFERS and resolution_of(path) is not None
+
+
+def collection_rule(path: KeyPath | Sequence[str]) -> str:
+    """COLLECTION_RULES' entry for the leaf's collection (its first key); an unknown collection is an error."""
+    names = names_of(path)
+    coll = names[0] if names else ""
+    if coll not in COLLECTION_RULES:
+        raise PathError(f"'{path_str(path)}' is in collection {coll!r}, which has no blend rule; known collections: "
+                        f"{sorted(COLLECTION_RULES)} (a tree to blend is a variables tree keyed by collection)")
+    return COLLECTION_RULES[coll]
+
+
+def picks_whole(path: KeyPath | Sequence[str]) -> bool:
+    """Whether blends take this leaf whole from the parent with the larger share instead of averaging it."""
+    rule = collection_rule(path)
+    return rule == PICK or (rule == PICK_IN_BLOCKS and resolution_of(path) is not None)
 
 
 def direct_child(path: KeyPath | Sequence[str], layer: Names) -> bool:
