@@ -145,8 +145,8 @@ def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, 
     rec, hp = cfg.recipe, cfg.hparams
     n = check_layout(cfg, len(devices))
     want = rec.example_shapes(hp)
-    if hasattr(it, "example_shapes"):         # check the data before anything compiles
-        _check_shapes(it.example_shapes(), want)
+    if hasattr(it, "batch_shapes"):           # check the data before anything compiles
+        _check_shapes(it.batch_shapes(), want)
     if main:
         images.atomic_write_bytes(workdir / "config.json", format_config(cfg).encode())
     if data_state is not None:
