@@ -90,8 +90,10 @@ def test_adam_gogh_loss_falls(params):
 def test_lbfgs_reconstructs_content_from_noise(params):
     """Style = content and content weight only: L-BFGS from noise climbs back to the content photo."""
     cfg = S.StyleConfig(content_layers=(("relu2_2", 1.0),), style_layers=(("relu1_1", 1.0),), content_weight=1.0,
-                        style_weight=0.0, tv_weight=0.0, pooling="avg", optimizer="lbfgs", steps=25, init="noise",
+                        style_weight=0.0, tv_weight=0.0, pooling="avg", optimizer="lbfgs", steps=60, init="noise",
                         size=32)
+    # 60 steps: 25 ended at PSNR 14.9 (loss ratio 0.047) on a fresh install, a hair under the bound below; 60
+    # reach 18.4 (0.0067), so the test measures reconstruction rather than the line search's luck.
     content = skdata.astronaut()
     ref = np.clip(np.rint(S.resize_long(content, 32)), 0, 255)
     r = S.stylize(params, content, [content], cfg, progress=False, seed=1)
