@@ -12,6 +12,9 @@ The export `<workdir>/ema` is the gafu model file the recipe publishes (nets.mod
 """
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,32 @@ PyTree = Any
 def _ocp():
     import orbax.checkpoint as ocp  # deferred: ~0.2 s import
     return ocp
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint whose files cannot be read (truncated, corrupt, missing pieces)."""
+
+
+def _drop_abandoned_orbax_reads() -> None:
+    """After a failed restore orbax leaves its other pending reads as coroutines that are never awaited; their
+    finalisation would print pages of TensorStore specs after our one-line message. Filter exactly those out of
+    sys.unraisablehook (installed once; everything else still reaches the previous hook)."""
+    prev = sys.unraisablehook
+    if getattr(prev, "drops_orbax_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        obj = getattr(unraisable, "object", None)
+        code = getattr(obj, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        prev(unraisable)
+    hook.drops_orbax_reads = True
+    sys.unraisablehook = hook
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 class Checkpoints:
@@ -56,7 +85,11 @@ class Checkpoints:
     def read_config(self, step: int | None = None) -> dict:
         ocp = _ocp()
         step = self.latest_step() if step is None else step
-        return self.mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+        try:
+            return self.mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointUnreadable(f"{self.directory / str(step)}: its config: {type(e).__name__}: "
+                                       f"{_first_line(e)}") from e
 
     def restore(self, template: Any, sharding: jax.sharding.Sharding,
                 step: int | None = None) -> tuple[Any, dict, dict]:
@@ -68,14 +101,46 @@ class Checkpoints:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                                 state_to_tree(template))
+        self.check_structure(template, step)
         try:
             r = self.mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"cannot restore checkpoint {self.directory / str(step)} into the configured "
-                             f"model/optimiser (did the config change?): {e}") from e
+        except Exception as e:  # noqa: BLE001 - the structure fits, so this is a read failure
+            _drop_abandoned_orbax_reads()
+            raise CheckpointUnreadable(f"{self.directory / str(step)}: {type(e).__name__}: {_first_line(e)}"
+                                       ) from None
+        if not all(np.all(np.isfinite(np.asarray(x.addressable_data(0)))) for x in jax.tree.leaves(r.state)):
+            raise CheckpointUnreadable(f"{self.directory / str(step)}: holds non-finite values")
         return tree_to_state(template, r.state), r.data, r.config
+
+    def check_structure(self, template: Any, step: int) -> None:
+        """Raise CheckpointUnreadable if the saved state's metadata cannot be read, and ValueError (not the
+        checkpoint's fault) if it holds other key paths, shapes or dtypes than `template` (the code changed)."""
+        ocp = _ocp()
+        where = self.directory / str(step)
+        try:
+            meta = ocp.StandardCheckpointer().metadata(where / "state").item_metadata
+            got = {jax.tree_util.keystr(p): (tuple(m.shape), np.dtype(m.dtype).name)
+                   for p, m in jax.tree_util.tree_flatten_with_path(meta)[0]}
+        except Exception as e:  # noqa: BLE001 - orbax and TensorStore raise many types
+            raise CheckpointUnreadable(f"{where}: {type(e).__name__}: {_first_line(e)}") from e
+        want = {jax.tree_util.keystr(p): (tuple(x.shape), np.dtype(x.dtype).name)
+                for p, x in jax.tree_util.tree_flatten_with_path(state_to_tree(template))[0]}
+        diff = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+        if diff:
+            raise ValueError(f"checkpoint {where} holds a state this code does not build ({len(diff)} differences, "
+                             f"e.g. {diff[0]}: saved {got.get(diff[0])}, expected {want.get(diff[0])})")
+
+    def set_aside(self, step: int) -> Path:
+        """Move an unreadable checkpoint out of the manager's way (to `<workdir>/ckpt-unreadable/`), never
+        deleting it, so that the user can inspect it."""
+        src = self.directory / str(step)
+        dst = self.directory.parent / "ckpt-unreadable" / f"{step}-{int(time.time())}"
+        dst.parent.mkdir(exist_ok=True)
+        os.rename(src, dst)
+        self.mngr.reload()
+        return dst
 
     def wait(self) -> None:
         self.mngr.wait_until_finished()

@@ -32,7 +32,7 @@ class MetricLog:
     """Appends one JSON object per line: {"step": ..., "<name>": value, ...} or {"step", "event", ...}.
 
     On resume, lines written after the restored step by the interrupted run are dropped first, so the file
-    reads as one uninterrupted run.
+    reads as one uninterrupted run; so is a torn line (a kill in the middle of a write).
     """
 
     def __init__(self, workdir: str | Path, enabled: bool = True, resume_step: int | None = None,
@@ -43,8 +43,7 @@ class MetricLog:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            kept = [json.dumps(m) for m in _parse_lines(self.path) if m.get("step", 0) <= resume_step]
             atomic_write_bytes(self.path, "".join(ln + "\n" for ln in kept).encode())
         self._f = open(self.path, "a")
         self._tb = _tb_writer(Path(workdir) / "tb") if tensorboard else None
@@ -73,9 +72,22 @@ class MetricLog:
             self._tb = None
 
 
+def _parse_lines(path: Path) -> list[dict]:
+    """The JSON objects of a metrics file, skipping a torn line (a process killed in the middle of a write)."""
+    out = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            m = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(m, dict):
+            out.append(m)
+    return out
+
+
 def read_metrics(workdir: str | Path) -> list[dict]:
     path = Path(workdir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return _parse_lines(path) if path.exists() else []
 
 
 def summarize(per_step: list[dict[str, float]], spec: MetricSpec) -> dict[str, float]:

@@ -12,6 +12,7 @@ installed), ckpt/<step>/, ema/ (the exported model file), reals.png, fakes<step>
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -20,9 +21,9 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from datasets import pipeline
+from datasets import lock, pipeline
 from nets import images
-from train.ckpt import Checkpoints, abstract_state, export, read_pretrained
+from train.ckpt import CheckpointUnreadable, Checkpoints, abstract_state, export, read_pretrained
 from train.config import TrainConfig, format_config
 from train.logs import MetricLog, summarize
 from train.parallel import build_step, make_mesh, put_batch, put_replicated, replicated, to_host
@@ -95,7 +96,11 @@ def run(cfg: TrainConfig, workdir: str | Path, *, data: Any = None, make_iter: C
         devices: Sequence[jax.Device] | None = None, progress: bool = True,
         log: Callable[[str], None] = print) -> RunResult:
     """Train (or resume) in `workdir`. `data` (default `cfg.data`): a dataset folder or tfds name, a random-access
-    source, or {split: source}; `make_iter` (default datasets.pipeline.make_batches) turns it into batches."""
+    source, or {split: source}; `make_iter` (default datasets.pipeline.make_batches) turns it into batches.
+
+    One trainer per workdir: the run holds a lock on it (process 0 of a multi-process job, for the job), and a
+    second `run` on the same workdir refuses at once, naming the holder. Nothing is written to the workdir before
+    the data, the config and the initial (or resumed) state have been checked."""
     workdir = Path(workdir).absolute()
     devices = tuple(devices if devices is not None else jax.devices())
     check_layout(cfg, len(devices))
@@ -108,26 +113,41 @@ def run(cfg: TrainConfig, workdir: str | Path, *, data: Any = None, make_iter: C
         data, cfg.recipe.features(cfg.hparams), global_batch=cfg.batch, seed=cfg.seed,
         num_local_devices=len(local), process_index=pidx, process_count=jax.process_count(), flip=cfg.flip)
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep)
-        try:
-            return _run(cfg, workdir, it, devices, local, ckpts, progress, log)
-        finally:
-            ckpts.close()
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        with lock.hold(workdir, "gafu train", note=log) if pidx == 0 else contextlib.nullcontext():
+            return _run(cfg, workdir, it, devices, local, progress, log)
     finally:
         if hasattr(it, "close"):   # a prefetching iterator holds threads
             it.close()
 
 
-def _start(cfg: TrainConfig, workdir: Path, ckpts: Checkpoints, mesh, log) -> tuple[TrainConfig, Any, dict | None,
-                                                                                     int]:
+def _resume(cfg: TrainConfig, workdir: Path, ckpts: Checkpoints, mesh, log) -> tuple | None:
+    """(config, state, data position, step) of the newest readable checkpoint; None when there is none.
+
+    An unreadable checkpoint (truncated or corrupt files, non-finite values) is moved to ckpt-unreadable/ with a
+    one-line note, and the previous one is tried. A config that does not fit the saved run is the caller's error."""
+    steps = sorted(ckpts.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            rcfg = resume_config(cfg, TrainConfig.from_dict(ckpts.read_config(step)), workdir)
+            state, data_state, _ = ckpts.restore(abstract_state(rcfg), replicated(mesh), step)
+        except CheckpointUnreadable as e:
+            aside = ckpts.set_aside(step) if jax.process_index() == 0 else "ckpt-unreadable/"
+            log(f"checkpoint of step {step} is unreadable ({e}); moved it to {aside} and trying the previous one")
+            continue
+        log(f"resuming {workdir} from step {step}")
+        return rcfg, state, data_state, step
+    if steps:
+        raise ValueError(f"{workdir}: none of its {len(steps)} checkpoints is readable (moved to "
+                         f"{workdir / 'ckpt-unreadable'}); start a new workdir or restore them by hand")
+    return None
+
+
+def _start(cfg: TrainConfig, workdir: Path, ckpts: Checkpoints | None, mesh, log) -> tuple:
     """(config, replicated state, data position or None, first step): resumed, fine-tuned or fresh."""
-    start = ckpts.latest_step()
-    if start is not None:
-        cfg = resume_config(cfg, TrainConfig.from_dict(ckpts.read_config(start)), workdir)
-        state, data_state, _ = ckpts.restore(abstract_state(cfg), replicated(mesh), start)
-        log(f"resuming {workdir} from step {start}")
-        return cfg, state, data_state, start
+    resumed = _resume(cfg, workdir, ckpts, mesh, log) if ckpts is not None else None
+    if resumed is not None:
+        return resumed
     pretrained = read_pretrained(cfg.init_from) if cfg.init_from else None
     hp, state, note = cfg.recipe.init(cfg.hparams, jax.random.key(cfg.seed), pretrained)
     if note:
@@ -135,23 +155,37 @@ def _start(cfg: TrainConfig, workdir: Path, ckpts: Checkpoints, mesh, log) -> tu
     return cfg.replace(hparams=hp), put_replicated(to_host(state), mesh), None, 0
 
 
-def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, ckpts: Checkpoints,
-         progress: bool, log: Callable[[str], None]) -> RunResult:
+def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, progress: bool,
+         log: Callable[[str], None]) -> RunResult:
+    ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep) if (workdir / "ckpt").is_dir() else None
+    try:
+        mesh = make_mesh(devices)
+        cfg, state, data_state, start = _start(cfg, workdir, ckpts, mesh, log)
+        n = check_layout(cfg, len(devices))
+        if hasattr(it, "batch_shapes"):           # check the data before anything compiles or is written
+            _check_shapes(it.batch_shapes(), cfg.recipe.example_shapes(cfg.hparams))
+        if ckpts is None:
+            workdir.mkdir(exist_ok=True)
+            ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep)
+        if jax.process_index() == 0:
+            images.atomic_write_bytes(workdir / "config.json", format_config(cfg).encode())
+        return _train(cfg, workdir, it, mesh, local, n, ckpts, state, data_state, start, progress, log)
+    finally:
+        if ckpts is not None:
+            ckpts.close()
+
+
+def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, ckpts: Checkpoints, state: Any,
+           data_state: dict | None, start: int, progress: bool, log: Callable[[str], None]) -> RunResult:
+    """The step loop (the config and state are checked; the workdir's config.json is written)."""
     from tqdm.auto import tqdm
 
     main = jax.process_index() == 0
-    mesh = make_mesh(devices)
-    cfg, state, data_state, start = _start(cfg, workdir, ckpts, mesh, log)
     rec, hp = cfg.recipe, cfg.hparams
-    n = check_layout(cfg, len(devices))
     want = rec.example_shapes(hp)
-    if hasattr(it, "batch_shapes"):           # check the data before anything compiles
-        _check_shapes(it.batch_shapes(), want)
-    if main:
-        images.atomic_write_bytes(workdir / "config.json", format_config(cfg).encode())
     if data_state is not None:
         it.set_state(data_state)
-    step_fn = build_step(rec.step, hp, cfg.parallel, devices)
+    step_fn = build_step(rec.step, hp, cfg.parallel, tuple(mesh.devices.flat))
     seed = put_replicated(np.uint32(cfg.seed), mesh)
     sampling = main and cfg.sample_every > 0
 
