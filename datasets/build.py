@@ -1,8 +1,9 @@
 """Running a build: preparing images in a process pool, counting what happened, and the atomic write.
 
-A build is written into a hidden temporary folder next to the target and renamed onto it only when tfds has
-finished every split, so an interrupted build (exception, Ctrl-C, or a killed process) never leaves a folder
-that looks like a complete dataset. Stale temporary folders of the same target are removed by the next build.
+A build is written into a hidden temporary folder next to the target, fsynced, and renamed onto it only when
+tfds has finished every split, so an interrupted build (exception, Ctrl-C, or a killed process) never leaves a
+folder that looks like a complete dataset, even after a power loss. Stale temporary folders of the same target
+are removed by the next build, which holds the target's lock (datasets/lock.py): no other build can own them.
 """
 from __future__ import annotations
 
@@ -130,10 +131,29 @@ def _stale_temps(out: Path) -> Iterable[Path]:
     return out.parent.glob(f".{out.name}.incomplete-*")
 
 
+def _fsync(p: str | os.PathLike) -> None:
+    """fsync a file, or a folder's entries (renames into it). The same few lines as nets/images.py's fsync_dir:
+    the floors keep datasets/ and nets/ from sharing code."""
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root` (tfds does not sync what it writes)."""
+    for d, _, files in os.walk(root):
+        for name in files:
+            _fsync(os.path.join(d, name))
+        _fsync(d)
+
+
 def atomic_build(out: str | os.PathLike, make_builder, summary: BuildSummary, *, overwrite: bool = False) -> Path:
     """Build with `make_builder(data_dir)` into a temporary folder, then rename its dataset folder onto `out`.
 
     `make_builder` returns a tfds builder whose `download_and_prepare()` writes `<data_dir>/<name>/<version>`.
+    The caller holds `datasets.lock.hold(out, ...)`: this sweeps `out`'s stale temporary folders.
     """
     import tensorflow_datasets as tfds
 
@@ -157,6 +177,7 @@ def atomic_build(out: str | os.PathLike, make_builder, summary: BuildSummary, *,
         summary.path = str(out)
         summary.seconds = time.perf_counter() - t0
         (built / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=1))
+        _fsync_tree(built)
         if out.exists():                    # overwrite: move the old one aside first, so `out` is never partial
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out, old)
@@ -164,6 +185,7 @@ def atomic_build(out: str | os.PathLike, make_builder, summary: BuildSummary, *,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(built, out)
+        _fsync(out.parent)                  # the rename itself
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from datasets import attributes as attr
 from datasets.build import BuildSummary, Job, atomic_build, prepare_all
 from datasets.imageio import ImageSpec, list_images
+from datasets.lock import hold
 
 PAIRED_SPLITS = ("trainA", "trainB", "testA", "testB")
 KINDS = ("folder", "paired", "celeba", "lfw", "demo")
@@ -118,6 +119,14 @@ def plan_demo(resolution: int, variants: int = 8) -> Plan:
     return Plan(splits, metadata={"source": "scikit-image lfw_subset + astronaut (bundled)", "variants": variants})
 
 
+class _LocalInfo(tfds.core.DatasetInfo):
+    """DatasetInfo of a dataset that exists nowhere else: a new builder does not look for published metadata.
+    (tfds' lookup makes an empty `tmp*tfds` folder in the system temp dir on every build, and never removes it.)"""
+
+    def initialize_from_bucket(self) -> None:
+        pass
+
+
 class _PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Writes a Plan: features 'image' (PNG, [R,R,3]), 'filename', optional 'sketch', plus the plan's own."""
     VERSION = tfds.core.Version("1.0.0")
@@ -152,9 +161,9 @@ class _PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             feats["sketch"] = tfds.features.Image(shape=(r, r, 3), encoding_format="png")
         feats.update(self._plan.features)
         meta = dict(self._plan.metadata, resolution=r, sketch=self._sketch)
-        return tfds.core.DatasetInfo(builder=self, description=(type(self).__doc__ or "").strip(),
-                                     features=tfds.features.FeaturesDict(feats),
-                                     metadata=tfds.core.MetadataDict(meta), disable_shuffling=True)
+        return _LocalInfo(builder=self, description=(type(self).__doc__ or "").strip(),
+                          features=tfds.features.FeaturesDict(feats),
+                          metadata=tfds.core.MetadataDict(meta), disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
         return {split: self._generate_examples(split) for split in self._plan.splits}
@@ -215,21 +224,23 @@ def prepare_dataset(kind: str, out: str | Path, *, src: str | Path | None = None
     """Build dataset `kind` from `src` into the folder `out` (atomically). Returns the build summary.
 
     Sketch results are cached under `sketch_cache` (default: a hidden folder beside `out`, removed after a
-    successful build) so an interrupted sketch build resumes where it stopped.
+    successful build) so an interrupted sketch build resumes where it stopped. The build holds `.<out>.lock`
+    (datasets/lock.py): a second build into `out` is refused at once with LockedError naming the first one.
     """
     spec = ImageSpec(resolution, min_size=min_size, max_aspect=max_aspect, crop_fraction=crop_fraction)
-    plan = make_plan(kind, src, resolution, variants)
-    summary = BuildSummary(resolution=resolution)
-    for key, reason in plan.planning_skips:
-        summary.skip(key, reason)
     out = Path(out).absolute()
-    own_cache = sketch and sketch_cache is None
-    cache = Path(sketch_cache) if sketch_cache else out.parent / f".{out.name}.sketch-cache"
-    cls = _BUILDERS[kind]
-    atomic_build(out, lambda data_dir: cls(plan=plan, spec=spec, summary=summary, workers=workers, sketch=sketch,
-                                           sketch_cache=str(cache) if sketch else None, progress=progress,
-                                           data_dir=str(data_dir), file_format="array_record"),
-                 summary, overwrite=overwrite)
-    if own_cache:
-        shutil.rmtree(cache, ignore_errors=True)
+    with hold(out, "prepare-data"):
+        plan = make_plan(kind, src, resolution, variants)
+        summary = BuildSummary(resolution=resolution)
+        for key, reason in plan.planning_skips:
+            summary.skip(key, reason)
+        own_cache = sketch and sketch_cache is None
+        cache = Path(sketch_cache) if sketch_cache else out.parent / f".{out.name}.sketch-cache"
+        cls = _BUILDERS[kind]
+        atomic_build(out, lambda data_dir: cls(plan=plan, spec=spec, summary=summary, workers=workers,
+                                               sketch=sketch, sketch_cache=str(cache) if sketch else None,
+                                               progress=progress, data_dir=str(data_dir), file_format="array_record"),
+                     summary, overwrite=overwrite)
+        if own_cache:
+            shutil.rmtree(cache, ignore_errors=True)
     return summary

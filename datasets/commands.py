@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from nets.flags import finite_float
+
 KINDS = ("folder", "paired", "celeba", "lfw", "demo")     # = datasets.builders.KINDS (not imported: keep --help fast)
 
 _EPILOG = """kinds:
@@ -33,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sketch", action="store_true", help="also store SPADE-AnimeFace rough sketches (folder kind)")
     p.add_argument("--sketch-cache", help="keep computed sketches here (default: a temporary folder beside --out)")
     p.add_argument("--min-size", type=int, help="skip images whose shorter side is below this (default res/2)")
-    p.add_argument("--max-aspect", type=float, default=2.0, help="skip images with a longer/shorter side ratio "
-                                                                 "above this (default 2)")
-    p.add_argument("--crop-fraction", type=float, default=1.0,
+    p.add_argument("--max-aspect", type=finite_float, default=2.0,
+                   help="skip images with a longer/shorter side ratio above this (default 2)")
+    p.add_argument("--crop-fraction", type=finite_float, default=1.0,
                    help="keep this centred fraction of the square crop, e.g. 0.5 for LFW's 250 px frames")
     p.add_argument("--variants", type=int, default=8, help="demo: framings per bundled face (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing built dataset at --out")
@@ -52,7 +54,8 @@ def _prepare(args: argparse.Namespace) -> int:
         raise ValueError("--sketch is available for the 'folder' kind (SPADE-AnimeFace training images)")
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1; got {args.workers}")
-    resolution = args.resolution or (32 if args.kind == "demo" else 256)
+    # `is None`, not `or`: --resolution 0 is refused by the build (ImageSpec), not taken as the default
+    resolution = args.resolution if args.resolution is not None else 32 if args.kind == "demo" else 256
     summary = prepare_dataset(args.kind, args.out, src=args.src, resolution=resolution, workers=args.workers,
                               sketch=args.sketch, sketch_cache=args.sketch_cache, min_size=args.min_size,
                               max_aspect=args.max_aspect, crop_fraction=args.crop_fraction, variants=args.variants,

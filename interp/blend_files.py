@@ -93,10 +93,9 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
     Everything is read and checked, and the figure rendered, before anything is written; a failure leaves no
     output behind.
     """
-    out_path = Path(out)
-    for p in [out_path] + ([Path(figure)] if figure else []):
-        if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} already exists (pass --overwrite to replace it)")
+    out_path = images.check_output(out, overwrite=overwrite, folder=True)
+    if figure:
+        images.check_output(figure, overwrite=overwrite)
     if figure and not spec.sweepable:
         raise ValueError(f"the swap figure sweeps the swap resolution: use the toonify or swap mode, "
                          f"not {spec.mode!r}")

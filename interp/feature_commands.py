@@ -10,6 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
+from nets.flags import finite, finite_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="neural style transfer (Gatys / chainer-gogh) on VGG features",
@@ -19,18 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="gatys", choices=["gatys", "chainer-gogh"],
                    help="gatys: relu4_2 content, relu1_1..relu5_1 styles, L-BFGS (default); chainer-gogh: "
                         "conv1_2..conv4_3, lam 0.005, Adam lr 4 in 0..255")
-    p.add_argument("--style-weights", type=float, nargs="+", help="blend weights, one per style (default equal)")
+    p.add_argument("--style-weights", type=finite_float, nargs="+", help="blend weights, one per style (default equal)")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"])
     p.add_argument("--linesearch", choices=["none", "zoom"],
                    help="L-BFGS line search: none = unit steps as neural-style (default), zoom = strong Wolfe")
-    p.add_argument("--lr", type=float, help="Adam step in 0..255 pixel units")
+    p.add_argument("--lr", type=finite_float, help="Adam step in 0..255 pixel units")
     p.add_argument("--steps", type=int, help="iterations (presets: gatys 1000, chainer-gogh 5000)")
     p.add_argument("--size", type=int, help="long side of the output in pixels (gatys 512, chainer-gogh 435)")
-    p.add_argument("--style-scale", type=float, help="style images' long side relative to --size (1)")
-    p.add_argument("--content-weight", "--lam", type=float, dest="content_weight",
+    p.add_argument("--style-scale", type=finite_float, help="style images' long side relative to --size (1)")
+    p.add_argument("--content-weight", "--lam", type=finite_float, dest="content_weight",
                    help="content weight (chainer-gogh's --lam)")
-    p.add_argument("--style-weight", type=float)
-    p.add_argument("--tv-weight", type=float, help="total-variation weight (0..255 pixel units)")
+    p.add_argument("--style-weight", type=finite_float)
+    p.add_argument("--tv-weight", type=finite_float, help="total-variation weight (0..255 pixel units)")
     p.add_argument("--content-layers", help="e.g. 'relu4_2' or 'conv3_3:1,conv4_3:1'")
     p.add_argument("--style-layers", help="e.g. 'relu1_1,relu2_1:0.5'")
     p.add_argument("--init", choices=["noise", "content"])
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("image", help="input face (aligned like the dataset's images)")
     d.add_argument("--attribute", action="append", required=True,
                    help="attribute to add, e.g. Smiling; '~Name' removes it; repeat for several")
-    d.add_argument("--alpha", type=float, nargs="+", help="strength(s), one output each (authors 0.4)")
+    d.add_argument("--alpha", type=finite_float, nargs="+", help="strength(s), one output each (authors 0.4)")
     d.add_argument("--attributes-file", required=True, help="lfw_attributes.txt or list_attr_celeba.txt")
     d.add_argument("--images", required=True, help="folder of the dataset images (LFW: Name/Name_0001.jpg)")
     d.add_argument("--preset", default="authors", choices=["authors", "chainer-dfi"],
@@ -57,14 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--k", type=int, help="neighbours per set (100)")
     d.add_argument("--metric", choices=["euclidean", "hamming"], default="euclidean",
                    help="attribute distance for the neighbours (default euclidean, as chainer-dfi)")
-    d.add_argument("--margin", type=float, help="T needs value >= margin, S <= -margin (0.5)")
+    d.add_argument("--margin", type=finite_float, help="T needs value >= margin, S <= -margin (0.5)")
     d.add_argument("--max-candidates", type=int, default=2000,
                    help="when IMAGE is not in the attribute file, pixel-rank at most this many per set")
     d.add_argument("--size", type=int, default=200, help="working size (square, default 200)")
     d.add_argument("--crop", help="x0,y0,x1,y1 box cut from dataset images before resizing "
                                   "(default: LFW 40,20,210,190; CelebA 19,39,159,179)")
     d.add_argument("--steps", type=int, help="L-BFGS iterations for the first alpha (500)")
-    d.add_argument("--tv-weight", type=float)
+    d.add_argument("--tv-weight", type=finite_float)
     d.add_argument("--linesearch", choices=["none", "zoom"],
                    help="L-BFGS line search (authors: zoom, as scipy's L-BFGS-B; chainer-dfi: none)")
     d.add_argument("--residual", action="store_true",
@@ -87,10 +89,7 @@ def parse_layers(spec: str) -> tuple[tuple[str, float], ...]:
     out = []
     for part in filter(None, (s.strip() for s in spec.split(","))):
         tap, _, w = part.partition(":")
-        try:
-            out.append((tap, float(w) if w else 1.0))
-        except ValueError:
-            raise ValueError(f"bad layer weight in {part!r}; expected TAP or TAP:WEIGHT") from None
+        out.append((tap, finite(w, f"layer weight in {part!r} (TAP or TAP:WEIGHT):") if w else 1.0))
     if not out:
         raise ValueError(f"no layers in {spec!r}")
     return tuple(out)

@@ -44,9 +44,9 @@ def stylize_files(content: str, styles: Sequence[str], out: str, cfg: S.StyleCon
     """Write `out` (and OUT_<step>.png every `save_every` iterations): CONTENT in the blended STYLES."""
     if style_weights and len(style_weights) != len(styles):
         raise ValueError(f"{len(styles)} style images but {len(style_weights)} --style-weights")
+    out_path = images.check_output(out)         # the snapshots go beside it
     params = vgg_params(vgg19_weights)
     check_layers(params, cfg)
-    out_path = Path(out)
 
     def snap(step: int, img: np.ndarray) -> None:
         images.write_png(out_path.with_name(f"{out_path.stem}_{step:05d}.png"), img)
@@ -108,6 +108,11 @@ def dfi_files(image: str, table: AttributeRows, images_dir: str, out: str, cfg: 
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     crop = crop or CROPS[table.kind]
+    out_path = Path(out)
+    names = [out_path] if len(cfg.alphas) == 1 else [out_path.with_name(f"{out_path.stem}_a{a:g}{out_path.suffix}")
+                                                    for a in cfg.alphas]
+    for p in names:
+        images.check_output(p)
 
     def load(i: int) -> np.ndarray:
         return load_face(root / table.files[i], crop, size, NATIVE[table.kind])
@@ -134,7 +139,4 @@ def dfi_files(image: str, table: AttributeRows, images_dir: str, out: str, cfg: 
     mean_s, mean_t, hit = dfi.cached_means(cache, key, compute)
     log(f"feature means {'from cache' if hit else 'computed'}" + (f" ({cache})" if cache else ""))
     outs = dfi.edit(params, x, mean_s, mean_t, cfg)
-    out_path = Path(out)
-    names = [out_path] if len(outs) == 1 else [out_path.with_name(f"{out_path.stem}_a{a:g}{out_path.suffix}")
-                                              for a in cfg.alphas]
     return [images.write_png(p, img) for p, img in zip(names, outs)]

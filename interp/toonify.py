@@ -116,18 +116,11 @@ def toonify(photo: np.ndarray, base_cfg: StyleGAN2Config, base: dict, blended_cf
 # Files
 
 
-def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} already exists (pass --overwrite to replace it)")
-
-
 def project_file(photo: str, model: str, out_dir: str, pc: P.ProjectConfig = P.ProjectConfig(), *, seed: int = 0,
                  overwrite: bool = False, progress: bool = True) -> tuple[Path, Path, P.Projection]:
     """`gafu project`: write out_dir/projected_w.npz and out_dir/proj.png (target | projection)."""
     out = Path(out_dir)
-    npz, png = out / "projected_w.npz", out / "proj.png"
-    _refuse_existing([npz, png], overwrite)
+    npz, png = (images.check_output(out / n, overwrite=overwrite) for n in ("projected_w.npz", "proj.png"))
     img = images.read_rgb(photo, "photo")
     _, cfg, g = registry.load_generator(model, "stylegan2")
     proj = P.project(cfg, g, prepare_photo(img, cfg.resolution), pc, seed=seed, progress=progress)
@@ -157,7 +150,8 @@ def toonify_files(photo: str, base: str, out: str, *, blended: str | None = None
     out_path = Path(out)
     if latent is None and latent_out is None:
         latent_out = str(out_path.with_name(out_path.stem + "_w.npz"))
-    _refuse_existing([out_path] + ([Path(latent_out)] if latent_out else []), overwrite)
+    for p in [out_path] + ([Path(latent_out)] if latent_out else []):
+        images.check_output(p, overwrite=overwrite)
 
     img = images.read_rgb(photo, "photo")
     _, base_cfg, g_base = registry.load_generator(base, "stylegan2")

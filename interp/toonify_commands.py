@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+from nets.flags import finite_float
+
 
 def _projection_args(p: argparse.ArgumentParser, steps: int, space: str) -> None:
     g = p.add_argument_group("projection (NV projector.py schedule)")
     g.add_argument("--steps", type=int, default=steps, help=f"optimisation steps (default {steps})")
     g.add_argument("--space", choices=["w", "w+"], default=space,
                    help=f"one w shared by all layers, or one per layer (default {space})")
-    g.add_argument("--lr", type=float, default=0.1, help="peak Adam learning rate (default 0.1)")
-    g.add_argument("--noise-reg", type=float, default=1e5, help="noise-map regularisation weight (default 1e5)")
+    g.add_argument("--lr", type=finite_float, default=0.1, help="peak Adam learning rate (default 0.1)")
+    g.add_argument("--noise-reg", type=finite_float, default=1e5, help="noise-map regularisation weight (default 1e5)")
     g.add_argument("--fixed-noise", action="store_true",
                    help="keep the model's own noise maps instead of optimising re-initialised ones")
     g.add_argument("--seed", type=int, default=0, help="noise-map init and latent-noise seed (default 0)")
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--transfer", help="model file fine-tuned from BASE on the target domain, blended on the fly")
     p.add_argument("--resolution", type=int, help="with --transfer: the last block resolution taken from BASE")
     p.add_argument("--level", type=int, default=0, choices=[0, 1], help="with --transfer: switch at conv 0 or 1")
-    p.add_argument("--blend-width", type=float, help="with --transfer: smooth switch width (layer positions)")
+    p.add_argument("--blend-width", type=finite_float, help="with --transfer: smooth switch width (layer positions)")
     p.add_argument("--out", default="out/toonify.png", help="PNG to write (default out/toonify.png)")
     lat = p.add_mutually_exclusive_group()
     lat.add_argument("--latent", help="reuse a projected latent .npz instead of projecting")

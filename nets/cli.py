@@ -4,21 +4,42 @@ The top level of the repository is fixed (nets/, train/, interp/, datasets/), so
 the other packages only lazily, by the module names below: each `<pkg>/commands.py` defines
 `register(subparsers)` that adds its subcommands, with `set_defaults(func=...)` pointing at a thin wrapper over one
 library function. Those modules import only argparse at module level, so `gafu --help` stays fast.
+
+Every failure of the user's input (a bad flag, a missing or damaged file, a bad value, an output that cannot be
+written) ends in one line `gafu <cmd>: error: ...` and exit status 2; `gafu --debug <cmd>` or GAFU_DEBUG=1 shows
+the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import zipfile
 
 COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
                    "interp.feature_commands", "interp.toonify_commands",
                    "train.demo_commands")
+GAFU_PACKAGES = ("nets", "datasets", "train", "interp")
+# Readers of user files raise these: our own ValueErrors (ModelFileError, ConvertError, ...), OSError (missing,
+# unreadable, not writable), numpy's EOFError on an empty .npz, zipfile's BadZipFile, Pillow's
+# DecompressionBombError, and TensorStore's bare Exception (through orbax) on a damaged checkpoint.
+USER_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+USER_ERROR_MODULES = ("PIL", "orbax", "tensorstore")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors ("gafu blend: error: argument --alpha: ..."); subparsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gafu", description="画風 gafu: move images between visual domains (JAX/Flax).")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also GAFU_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -31,13 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(e: BaseException) -> bool:
+    """Is `e` a failure of the user's input (reported in one line), rather than a bug (shown as a traceback)?"""
+    return (isinstance(e, USER_ERRORS) or type(e) is Exception
+            or type(e).__module__.split(".")[0] in USER_ERROR_MODULES)
+
+
+def error_line(e: BaseException) -> str:
+    """The message of `e`; a foreign library's is cut to its first line (TensorStore appends its whole spec)."""
+    text = str(e).strip() or type(e).__name__
+    if type(e).__module__.split(".")[0] in GAFU_PACKAGES:
+        return text                 # ours: may list several problems, one per line
+    first = text.splitlines()[0]
+    if "orbax" in sys.modules:              # then it may be TensorStore's, which ends in its whole spec
+        from nets.modelfile import first_line
+        first = first_line(text)
+    return first if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {first}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        # Library code raises these with messages that name the file / key / value at fault.
-        print(f"gafu {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if args.debug or os.environ.get("GAFU_DEBUG", "") not in ("", "0") or not is_user_error(e):
+            raise
+        print(f"gafu {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from nets.flags import finite_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="write a PNG grid of generator samples",
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="stylegan2", help="architecture of --preset (default: stylegan2)")
     p.add_argument("--resolution", type=int, help="override the preset's resolution")
     p.add_argument("--seeds", default="0-15", help="seeds, e.g. '0-15' or '1,5,9' (default 0-15)")
-    p.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1)")
+    p.add_argument("--psi", type=finite_float, default=1.0, help="truncation psi (default 1)")
     p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
     p.add_argument("--out", default="out/samples.png", help="PNG to write (default out/samples.png)")
     p.set_defaults(func=_sample)
@@ -52,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from nets import sampling
+    from nets import images, sampling
 
+    images.check_output(args.out)           # before compiling (sampling.sample_grid writes only at the end)
     path = sampling.sample_grid(model=args.model, preset_name=args.preset, resolution=args.resolution,
                                 seeds=sampling.parse_seeds(args.seeds), psi=args.psi, noise_mode=args.noise_mode,
                                 out=args.out, arch=args.arch)

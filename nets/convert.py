@@ -22,6 +22,7 @@ import numpy as np
 
 from nets import configs, convert_keys as K
 from nets.convert_io import ConvertError, read_checkpoint, write_npz
+from nets.images import check_output
 from nets.stylegan2 import Discriminator, Generator, StyleGAN2Config
 
 W_AVG_SAMPLES, W_AVG_SEED = 10_000, 123   # as NV projector.py when a checkpoint has no w_avg
@@ -272,9 +273,7 @@ def convert_file(src: str | os.PathLike, out: str | os.PathLike, fmt: str = "aut
     """Checkpoint file -> gafu model file {"G": {params, buffers}, "D": {params}} (D only if the file has one)."""
     from nets.modelfile import save_model
 
-    src, out = Path(src), Path(out)
-    if out.exists() and not overwrite:   # fail before the (possibly long) read
-        raise FileExistsError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
+    src, out = Path(src), check_output(out, overwrite=overwrite, folder=True)   # before the (long) read
     imp = import_state_dict(read_checkpoint(src), fmt, overrides, g_group, with_d, path=str(src))
     meta = {"converted_from": str(src.absolute()), **imp.meta}
     return save_model(out, imp.variables, imp.config, arch="stylegan2", meta=meta, overwrite=overwrite), imp
@@ -285,8 +284,7 @@ def export_file(model: str | os.PathLike, out: str | os.PathLike, fmt: str = K.R
     """gafu model file -> .npz state dict of `fmt` (flat keys joined by '/')."""
     from nets import registry
 
-    if Path(out).exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (pass --overwrite / overwrite=True to replace it)")
+    check_output(out, overwrite=overwrite)
     _, cfg, mf = registry.load(model, "stylegan2")
     flat = export_state_dict(mf.variables, cfg, fmt)
     return write_npz(out, flat, overwrite=overwrite), cfg

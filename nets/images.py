@@ -1,29 +1,68 @@
-"""Image helpers shared by every method: reading image files, [-1, 1] float <-> uint8, PNG grids, atomic writes."""
+"""Image helpers shared by every method: reading image files, [-1, 1] float <-> uint8, PNG grids, atomic writes.
+
+Every command that reads a user's image goes through `read_rgb` (one pixel-count limit, one kind of error), and
+every library function that writes a command's outputs first calls `check_output` on them, so that an output path
+that cannot be written fails before the (long) work starts, not after it.
+"""
 from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
 
+# Pillow's own default (PIL.Image.MAX_IMAGE_PIXELS, about 89.5 megapixels): larger images are refused before they
+# are decoded (a 196-megapixel photo needs 0.6 GB as RGB, and a few bytes of PNG header can claim any size).
+MAX_PIXELS = 89_478_485
 
-def read_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+
+class ImageError(ValueError):
+    """An image file cannot be read, or is larger than the pixel limit; the message names the file."""
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.1f} megapixels" if n >= 100_000 else f"{n} pixels"
+
+
+def _too_large(path: Path, what: str, pixels: int, max_pixels: int,
+               size: tuple[int, int] | None = None) -> ImageError:
+    amount = f"{size[0]}x{size[1]} ({_pixels(pixels)})" if size else _pixels(pixels)
+    return ImageError(f"{what} {path} is {amount}, above the limit of {_pixels(max_pixels)} (a guard against "
+                      f"decompression bombs); downscale it first")
+
+
+def read_rgb(path: str | os.PathLike, what: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file -> uint8 RGB [H,W,3] (EXIF orientation applied; grey, palette and alpha converted).
 
-    `what` names the file in errors ("photo", "image", ...)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError  # deferred: only readers and writers need Pillow
+    `what` names the file in errors ("photo", "image", ...). Images of more than `max_pixels` pixels are refused
+    from their header, before decoding (Pillow's own hard stop, twice PIL.Image.MAX_IMAGE_PIXELS, still applies
+    to a larger `max_pixels`). Raises FileNotFoundError, or ImageError naming the file."""
+    from PIL import Image, ImageOps  # deferred: only readers and writers need Pillow
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
     try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read {what} {path}: {e}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)    # the limit is checked below
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise _too_large(path, what, w * h, max_pixels, (w, h))
+                return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:   # Pillow stops at twice its limit, before the size reaches us
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(path, what, int(found.group(1)) if found else 2 * Image.MAX_IMAGE_PIXELS,
+                         max_pixels) from None
+    except (OSError, ValueError, SyntaxError) as e:   # undecodable, truncated (Pillow's parsers raise all three)
+        raise ImageError(f"cannot read {what} {path}: {e}") from None
 
 
 def to_uint8(x) -> np.ndarray:
@@ -70,6 +109,39 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return path
 
 
+def check_output(path: str | os.PathLike, *, overwrite: bool = True, folder: bool = False) -> Path:
+    """Fail at once, creating nothing, if `path` cannot be written later: it exists (and not `overwrite`), it is a
+    folder where a file goes (or the reverse, `folder`: a model file is a folder), or the folder it would go in is
+    under a regular file or not writable. Returns `path`."""
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+        if path.is_dir() != folder:
+            raise (NotADirectoryError if folder else IsADirectoryError)(
+                f"{path} exists and is {'not ' if folder else ''}a folder; choose another output path")
+    anc = path.absolute().parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent                                    # the nearest folder that exists (mkdir starts there)
+    if not anc.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {anc} is a regular file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: the folder {anc} is not writable")
+    return path
+
+
+def fsync_dir(d: str | os.PathLike) -> None:
+    """Make a rename or new entry in folder `d` durable (best effort: not every filesystem opens folders)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call write(f) on a temp file beside `path`, fsync, then rename it into place (never a half file)."""
     path = Path(path)
@@ -84,6 +156,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -252,9 +252,9 @@ def test_killed_build_leaves_no_dataset_and_next_build_cleans_up(tmp_path):
         proc.wait(timeout=60)
         proc.stdout.close()
     assert not out.exists()
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "src"]
-    assert len(leftovers) == 1 and leftovers[0].startswith(".out.incomplete-")
-    prepare_dataset("folder", out, src=src, resolution=R, progress=False)
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != "src")
+    assert len(leftovers) == 2 and leftovers[0].startswith(".out.incomplete-") and leftovers[1] == ".out.lock"
+    prepare_dataset("folder", out, src=src, resolution=R, progress=False)     # takes the dead build's lock over
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
     assert len(open_source(out)) == 4
 
