@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interp.stylize import FEATURE_SCALE, LineSearch, lbfgs, optimizer_step, total_variation
+from interp.stylize import FEATURE_SCALE, LineSearch, init_state, lbfgs, optimizer_step, total_variation
 from nets import vgg
 
 Array = jax.Array
@@ -282,7 +282,7 @@ def edit(params: vgg.Params, x: np.ndarray, mean_s: dict, mean_t: dict, cfg: DFI
     def run(z0: np.ndarray, alpha: float, n: int) -> np.ndarray:
         target = jax.device_put(feature_target(phi_x, mean_s, mean_t, scale, alpha, cfg))
         z = jnp.array(z0, jnp.float32)[None]                     # [1,H,W,3], a fresh buffer (it is donated)
-        opt_state = jax.tree.map(jnp.copy, lbfgs(cfg.lbfgs_memory, cfg.linesearch).init(z))
+        opt_state = init_state(lbfgs(cfg.lbfgs_memory, cfg.linesearch), z)
         for _ in tqdm(range(n), desc=f"dfi alpha={alpha:g}", unit="it", disable=not progress):
             z, opt_state, _ = step(z, opt_state, params, target, scale_d)
         return np.asarray(z[0])

@@ -189,6 +189,13 @@ def lbfgs(memory: int, linesearch: LineSearch) -> optax.GradientTransformation:
     raise ValueError(f"unknown line search {linesearch!r}; expected 'zoom' or 'none'")
 
 
+def init_state(opt: optax.GradientTransformation, z: Array) -> Any:
+    """opt.init(z) as fresh, strongly typed buffers. Fresh, so that donating them is legal (optax's L-BFGS state
+    holds the same array twice); strongly typed, because the jitted step returns them so: optax's zoom line search
+    starts from weak-typed scalars, which would compile the step a second time on its second call."""
+    return jax.tree.map(lambda x: jnp.array(x, dtype=x.dtype), opt.init(z))
+
+
 def optimizer_step(opt: optax.GradientTransformation, f: Callable[[Array], Array], z: Array, opt_state: Any,
                    linesearch: LineSearch | None) -> tuple[Array, Any, Array]:
     """One iteration of `opt` on the scalar function f at z -> (z, opt_state, f(z) before the step)."""
@@ -285,8 +292,7 @@ def stylize(params: vgg.Params, content: np.ndarray, styles: Sequence[np.ndarray
     else:
         raise ValueError(f"unknown init {cfg.init!r}; expected 'noise' or 'content'")
     img = img.astype(jnp.float32)
-    # optax's L-BFGS state holds the same array twice; copy leaves so that donating them is legal
-    opt_state = jax.tree.map(jnp.copy, make_optimizer(cfg).init(img))
+    opt_state = init_state(make_optimizer(cfg), img)
     step = make_step(cfg)
     losses = []
     bar = tqdm(range(cfg.steps), desc=f"stylize {cfg.optimizer}", unit="it", disable=not progress)

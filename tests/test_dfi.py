@@ -1,6 +1,7 @@
 """Deep Feature Interpolation (interp/dfi.py) and the `gafu dfi` glue, on real LFW face crops bundled with skimage."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -123,26 +124,28 @@ def test_identical_sets_return_the_input(params, faces, preset):
     """S == T gives w = 0, so the target is phi(x) itself and the edit returns (near) the input."""
     cfg = dfi.PRESETS[preset].replace(k=3, steps=8)
     x = faces[0]
-    m = dfi.feature_means(params, [faces[1:5], faces[5:9]], cfg)
+    m = dfi.feature_means(params, [faces[1:4], faces[4:7], faces[7:9]], cfg)
     out = dfi.edit(params, x, m, m, cfg, progress=False)[0]
     assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
+    assert dfi.make_step(cfg)._cache_size() == 1                              # 8 steps, one compile
     # authors: only TV moves it a little; chainer-dfi: the drift of the plain reconstruction is subtracted
     assert psnr(out, x) > {"authors": 40, "chainer-dfi": 50}[preset]
 
 
 def test_edit_moves_features_along_w(params, faces):
     x = faces[0]
-    mean_s = dfi.feature_means(params, [faces[1:5]], CFG)
-    mean_t = dfi.feature_means(params, [faces[6:10], faces[10:12]], CFG)
+    # batches of 3 and 2 images: the two programs that the CLI test below runs too
+    mean_s = dfi.feature_means(params, [faces[1:4], faces[4:5]], CFG)
+    mean_t = dfi.feature_means(params, [faces[6:9], faces[9:12]], CFG)
     # batching must not change the mean: same set, other batch split
-    again = dfi.feature_means(params, [faces[6:9], faces[9:12]], CFG)
+    again = dfi.feature_means(params, [faces[6:8], faces[8:10], faces[10:12]], CFG)
     for t in dfi.DFI_TAPS:
         np.testing.assert_allclose(again[t], mean_t[t], rtol=2e-4, atol=1e-4 * float(np.abs(mean_t[t]).max()))
     scale = dfi.channel_scale(mean_s, mean_t, CFG)
     out = dfi.edit(params, x, mean_s, mean_t, CFG.replace(alphas=(0.4,)), progress=False)[0]
-    import jax.numpy as jnp
-    phi = lambda img: dfi._phi(params, jnp.asarray(img, jnp.float32)[None], scale, "max")   # noqa: E731
-    px, pz = phi(x), phi(out)
+    # the features as edit() computes phi(x): the same jitted call, so its compiled program is reused
+    phi = jax.jit(dfi._phi, static_argnums=3)
+    px, pz = (phi(params, np.asarray(img, np.float32)[None], scale, "max") for img in (x, out))
     w = {t: (mean_t[t] - mean_s[t]) * scale[t] for t in dfi.DFI_TAPS}
     proj = sum(float(np.sum((np.asarray(pz[t][0]) - np.asarray(px[t][0])) * w[t])) for t in dfi.DFI_TAPS)
     assert proj > 0                                                           # towards T, away from S
@@ -181,7 +184,7 @@ def test_cached_means_and_cli(params, faces, tmp_path, capsys):
     write_lfw(tmp_path / "lfw_attributes.txt")
     argv = ["dfi", str(root / "Cy_Young" / "Cy_Young_0001.jpg"), "--attribute", "Smiling",
             "--attributes-file", str(tmp_path / "lfw_attributes.txt"), "--images", str(root), "--k", "3",
-            "--size", str(SIZE), "--steps", "8", "--cache-dir", str(tmp_path / "cache"),
+            "--size", str(SIZE), "--steps", "2", "--cache-dir", str(tmp_path / "cache"),
             "--out", str(tmp_path / "out.png"), "--alpha", "0.2", "0.4"]
     assert main(argv) == 0
     text = capsys.readouterr().out

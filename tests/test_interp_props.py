@@ -1,6 +1,4 @@
 """Properties of interp.blend over random b{R} trees, dtypes and schedules (hypothesis)."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,12 +129,14 @@ def test_hard_swap_takes_low_below_r_and_high_from_r(ab, data):
 @FAST
 @given(trees(), st.data())
 def test_structure_shapes_dtypes_preserved(ab, data):
+    """Traced, not run (every example's fresh tree structure would compile): the eager calls' layout is the traced
+    one, as test_results_identical_under_jit checks leaf by leaf, dtypes included."""
     a, b = ab
     rs = B.resolutions(a)
     sched = data.draw(st.one_of(alpha_st, st.fixed_dictionaries({r: alpha_st for r in rs})))
-    same_layout(B.blend(a, b, sched), a)
-    same_layout(B.smooth_swap(a, b, rs[0], 0.7), a)
-    same_layout(B.blend_n([a, b, a], (0.2, 0.3, 0.5)), a)
+    same_layout(jax.eval_shape(lambda a, b: B.blend(a, b, sched), a, b), a)
+    same_layout(jax.eval_shape(lambda a, b: B.smooth_swap(a, b, rs[0], 0.7), a, b), a)
+    same_layout(jax.eval_shape(lambda a, b: B.blend_n([a, b, a], (0.2, 0.3, 0.5)), a, b), a)
 
 
 @FAST
@@ -192,15 +192,18 @@ def test_results_identical_under_jit(abc, data):
     sched = data.draw(st.fixed_dictionaries({r: alpha_st for r in rs}))
     al = data.draw(alpha_st)
     r = data.draw(st.sampled_from(rs))
-    cases = [(functools.partial(B.blend, alpha=sched), ()),
-             (functools.partial(B.smooth_swap, r_swap=r, blend_width=0.8), ()),
-             (functools.partial(B.swap, r_swap=r), ()),
-             (lambda a, b, al: B.blend(a, b, al), (jnp.float32(al),)),
-             (lambda a, b, c, w: B.blend_n([a, b, c], w), (c, jnp.asarray([al, 1 - al, al / 2], jnp.float32)))]
-    for fn, extra in cases:
-        eager, jitted = fn(a, b, *extra), jax.jit(fn)(a, b, *extra)
-        same_layout(jitted, eager)
-        for (k, x), y in zip(leaves(eager).items(), jax.tree.leaves(jitted)):
+    cases = [lambda a, b, c, al, w: B.blend(a, b, sched),
+             lambda a, b, c, al, w: B.smooth_swap(a, b, r, 0.8),
+             lambda a, b, c, al, w: B.swap(a, b, r),
+             lambda a, b, c, al, w: B.blend(a, b, al),                       # a traced alpha
+             lambda a, b, c, al, w: B.blend_n([a, b, c], w)]                 # traced weights
+    args = (a, b, c, jnp.float32(al), jnp.asarray([al, 1 - al, al / 2], jnp.float32))
+    # the five under one jit: one compile per example (a fresh tree structure compiles afresh)
+    jitted = jax.jit(lambda *args: [fn(*args) for fn in cases])(*args)
+    for fn, out in zip(cases, jitted):
+        eager = fn(*args)
+        same_layout(out, eager)
+        for (k, x), y in zip(leaves(eager).items(), jax.tree.leaves(out)):
             assert_bitwise(x, y, k)
 
 

@@ -1,4 +1,10 @@
-"""The shared layer library against direct numpy implementations of the reference semantics."""
+"""The shared layer library against direct numpy implementations of the reference semantics.
+
+Convolutions with gradients run jitted: eagerly every op of a Winograd forward and backward compiles on its own,
+several times the cost of compiling the whole function once.
+"""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +49,30 @@ def rng():
     return np.random.default_rng(0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def conv_and_grads(conv, x, w, ct):
+    """conv(x, w) and the gradients (dx, dw) of sum(conv(x, w) * ct), as one program."""
+    return (conv(x, w),) + jax.grad(lambda x, w: jnp.sum(conv(x, w) * ct), (0, 1))(x, w)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def r1_grads(conv, x, w, ct):
+    """d(x) and d(w) of |d/dx sum(tanh(conv(x, w)) * ct)|^2: the double backprop of R1 and path length."""
+    def loss(x, w):
+        gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w)) * ct))(x)
+        return jnp.sum(jnp.square(gx))
+    return jax.grad(loss, (0, 1))(x, w)
+
+
+def xla_conv(x, w):
+    return layers.conv2d(x, w, impl="xla")
+
+
+def run(fn, *arrays, **settings):
+    """fn(*arrays, **settings) as one compiled program (settings are baked into it)."""
+    return jax.jit(functools.partial(fn, **settings))(*arrays)
+
+
 @pytest.mark.parametrize("up,down,pad,gain", [
     (1, 1, (1, 2, 2, 1), 1.0),
     (2, 1, (2, 1, 2, 1), 4.0),    # ToRGB skip upsample
@@ -53,7 +83,7 @@ def rng():
 ])
 def test_upfirdn2d_matches_direct_numpy(rng, up, down, pad, gain):
     x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)
-    got = layers.upfirdn2d(jnp.asarray(x), up=up, down=down, pad=pad, gain=gain)
+    got = run(layers.upfirdn2d, x, up=up, down=down, pad=pad, gain=gain)
     want = np_upfirdn2d(x.astype(np.float64), F2D, up, down, pad, gain)
     assert got.shape == want.shape
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
@@ -61,8 +91,7 @@ def test_upfirdn2d_matches_direct_numpy(rng, up, down, pad, gain):
 
 def test_upsample_and_downsample_shapes_and_dc_gain():
     x = jnp.ones((1, 8, 8, 2))
-    up = layers.upsample2d(x)
-    down = layers.downsample2d(x)
+    up, down = run(layers.upsample2d, x), run(layers.downsample2d, x)
     assert up.shape == (1, 16, 16, 2) and down.shape == (1, 4, 4, 2)
     # Interior pixels keep a constant image constant (filter normalised, gain = up^2).
     np.testing.assert_allclose(np.asarray(up[0, 2:-2, 2:-2]), 1.0, atol=1e-6)
@@ -73,7 +102,7 @@ def test_upconv_matches_nv_generic_reference(rng):
     """Transposed conv + FIR == NV's generic path: zero-insert, pad (3,2), FIR x4, flipped 3x3 conv, no padding."""
     x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
     w = rng.standard_normal((3, 3, 4, 6)).astype(np.float32)
-    got = layers.conv2d(jnp.asarray(x), jnp.asarray(w), up=2)
+    got = run(layers.conv2d, x, w, up=2)
     y = np_upfirdn2d(x.astype(np.float64), F2D, up=2, pad=(3, 2, 3, 2), gain=4.0)  # [N,2H+2,...]
     want = np_conv(y, w[::-1, ::-1].astype(np.float64), pad=0)
     assert got.shape == (2, 10, 10, 6) == want.shape
@@ -84,7 +113,7 @@ def test_upconv_matches_nv_generic_reference(rng):
 def test_downconv_matches_blur_then_strided_conv(rng, k):
     x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
     w = rng.standard_normal((k, k, 3, 5)).astype(np.float32)
-    got = layers.conv2d(jnp.asarray(x), jnp.asarray(w), down=2)
+    got = run(layers.conv2d, x, w, down=2)
     p = 2 if k == 3 else 1
     blurred = np_upfirdn2d(x.astype(np.float64), F2D, pad=(p, p, p, p))
     want = np_conv(blurred, w.astype(np.float64), pad=0)[:, ::2, ::2]
@@ -97,8 +126,8 @@ def test_fused_and_nonfused_modconv_agree(rng, up, demod, k):
     x = jnp.asarray(rng.standard_normal((3, 8, 8, 16)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, 16, 12)) / np.sqrt(16 * k * k), jnp.float32)
     s = jnp.asarray(rng.standard_normal((3, 16)) + 1.0, jnp.float32)
-    a = layers.modulated_conv2d(x, w, s, demodulate=demod, up=up, fused=False)
-    b = layers.modulated_conv2d(x, w, s, demodulate=demod, up=up, fused=True)
+    a = run(layers.modulated_conv2d, x, w, s, demodulate=demod, up=up, fused=False)
+    b = run(layers.modulated_conv2d, x, w, s, demodulate=demod, up=up, fused=True)
     assert a.shape == b.shape == (3, 8 * up, 8 * up, 12)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
@@ -108,13 +137,13 @@ def test_demodulation_gives_unit_output_variance(rng):
     x = jnp.asarray(rng.standard_normal((4, 32, 32, 64)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 64, 32)), jnp.float32)
     s = jnp.asarray(rng.uniform(0.1, 3.0, (4, 64)), jnp.float32)
-    y = layers.modulated_conv2d(x, w, s)
+    y = run(layers.modulated_conv2d, x, w, s)
     assert abs(float(jnp.std(y[:, 2:-2, 2:-2])) - 1.0) < 0.05
 
 
 def test_minibatch_std_uses_strided_groups(rng):
     x = rng.standard_normal((8, 4, 4, 6)).astype(np.float32)
-    y = np.asarray(layers.minibatch_std(jnp.asarray(x), group_size=4))
+    y = np.asarray(run(layers.minibatch_std, x, group_size=4))
     assert y.shape == (8, 4, 4, 7)
     np.testing.assert_array_equal(y[..., :6], x)
     for i in range(8):
@@ -136,10 +165,10 @@ def test_bias_act_lrelu_gain_and_clamp():
 def test_equalized_dense_uses_runtime_gain():
     """Stored kernel ~ N(0, 1/lr_mul^2); the effective weight is kernel * lr_mul / sqrt(fan_in)."""
     m = layers.Dense(256, lr_mul=0.01)
-    v = m.init(jax.random.key(0), jnp.zeros((1, 512)))
+    v = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 512)))
     assert abs(float(jnp.std(v["params"]["kernel"])) - 100.0) < 2.0
     x = jnp.asarray(np.random.default_rng(1).standard_normal((64, 512)), jnp.float32)
-    y = m.apply(v, x)
+    y = jax.jit(m.apply)(v, x)
     np.testing.assert_allclose(np.asarray(y), np.asarray(x @ (v["params"]["kernel"] * 0.01 / np.sqrt(512))),
                                rtol=1e-4, atol=1e-5)
 
@@ -147,10 +176,10 @@ def test_equalized_dense_uses_runtime_gain():
 def test_inject_noise_modes():
     x = jnp.zeros((2, 4, 4, 3))
     const = jnp.arange(16.0).reshape(4, 4)
-    y = layers.inject_noise(x, jnp.asarray(0.5), "const", const)
+    y = run(layers.inject_noise, x, jnp.asarray(0.5), noise_mode="const", const=const)
     np.testing.assert_allclose(np.asarray(y[1, :, :, 2]), 0.5 * np.arange(16.0).reshape(4, 4))
     assert layers.inject_noise(x, jnp.asarray(0.5), "none") is x
-    r = layers.inject_noise(x, jnp.asarray(1.0), "random", key=jax.random.key(0))
+    r = run(layers.inject_noise, x, jnp.asarray(1.0), noise_mode="random", key=jax.random.key(0))
     assert float(jnp.std(r)) > 0.5 and np.array_equal(r[..., 0], r[..., 1])   # broadcast over channels
     with pytest.raises(ValueError, match="needs a key"):
         layers.inject_noise(x, jnp.asarray(1.0), "random")
@@ -163,14 +192,12 @@ def test_winograd_conv_matches_xla_conv_and_gradients(rng, shape, m):
     x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, i, o)), jnp.float32)
     assert layers.winograd_tile(x) == (4 if h % 4 == 0 and w_ % 4 == 0 else 2)
-    ref = layers.conv2d(x, w, impl="xla")
-    got = layers.conv3x3_winograd(x, w, m)
+    ct = jnp.asarray(rng.standard_normal((n, h, w_, o)), jnp.float32)
+    got, gx, gw = conv_and_grads(functools.partial(layers.conv3x3_winograd, m=m), x, w, ct)
+    ref, rx, rw = conv_and_grads(xla_conv, x, w, ct)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(got), np_conv(np.asarray(x, np.float64), np.asarray(w, np.float64), 1),
                                atol=1e-4)
-    ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
-    gx, gw = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_winograd(x, w, m) * ct), (0, 1))(x, w)
-    rx, rw = jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, impl="xla") * ct), (0, 1))(x, w)
     np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), atol=1e-3, rtol=1e-5)
 
@@ -188,16 +215,14 @@ def test_conv_impl_dispatch():
 def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
     x = jnp.asarray(rng.standard_normal((2, 5, 6, 4)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 4, 3)), jnp.float32)
-    ref = layers.conv2d(x, w, up=2, impl="xla")
-    got = layers.conv2d(x, w, up=2, impl="winograd")
+    ct = jnp.asarray(rng.standard_normal((2, 10, 12, 3)), jnp.float32)
+    got, *g_got = conv_and_grads(functools.partial(layers.conv2d, up=2, impl="winograd"), x, w, ct)
+    ref, *g_ref = conv_and_grads(functools.partial(layers.conv2d, up=2, impl="xla"), x, w, ct)
     assert got.shape == ref.shape == (2, 10, 12, 3)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-4, rtol=1e-5)
-    raw = layers.conv_transpose_polyphase(x, w)
+    raw = run(layers.conv_transpose_polyphase, x, w)
     assert raw.shape == (2, 12, 14, 3) and float(jnp.abs(raw[:, -1]).max()) == 0.0
-    ct = jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
-    g = [jax.grad(lambda x, w: jnp.sum(layers.conv2d(x, w, up=2, impl=m) * ct), (0, 1))(x, w)
-         for m in ("winograd", "xla")]
-    for a, b in zip(*g):
+    for a, b in zip(g_got, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3, rtol=1e-5)
 
 
@@ -217,15 +242,9 @@ def test_matmul_downconv_matches_xla_including_second_order(rng, k, shape):
         x = layers.upfirdn2d(x, pad=(2, 2, 2, 2))
         return jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=layers._DN)
 
-    def r1(conv):
-        def loss(x, w):
-            gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w)) * ct))(x)
-            return jnp.sum(jnp.square(gx))
-        return jax.grad(loss, (0, 1))(x, w)
-
-    ours = lambda x, w: layers.conv2d(x, w, down=2, impl="winograd")    # noqa: E731
-    np.testing.assert_allclose(np.asarray(ours(x, w)), np.asarray(xla(x, w)), atol=1e-4, rtol=1e-5)
-    for a, b in zip(r1(ours), r1(xla)):
+    ours = functools.partial(layers.conv2d, down=2, impl="winograd")
+    np.testing.assert_allclose(np.asarray(run(ours, x, w)), np.asarray(run(xla, x, w)), atol=1e-4, rtol=1e-5)
+    for a, b in zip(r1_grads(ours, x, w, ct), r1_grads(xla, x, w, ct)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, rtol=1e-4)
 
 
@@ -242,9 +261,9 @@ def test_strided_conv_gradient_is_the_polyphase_transposed_conv(rng, h, w_):
     x = jnp.asarray(rng.standard_normal((2, h, w_, 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
     xla = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=layers._DN)  # noqa
-    ct = jnp.asarray(rng.standard_normal(xla(x, w).shape), jnp.float32)
-    got = jax.grad(lambda x, w: jnp.sum(layers.conv3x3_s2(x, w) * ct), (0, 1))(x, w)
-    want = jax.grad(lambda x, w: jnp.sum(xla(x, w) * ct), (0, 1))(x, w)
+    ct = jnp.asarray(rng.standard_normal(jax.eval_shape(xla, x, w).shape), jnp.float32)
+    got = conv_and_grads(layers.conv3x3_s2, x, w, ct)[1:]
+    want = conv_and_grads(xla, x, w, ct)[1:]
     for a, b in zip(got, want):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-5)
 
@@ -254,13 +273,7 @@ def test_winograd_second_order_gradients_match_xla(rng):
     x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
-
-    def r1(conv):
-        def loss(x, w):
-            gx = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, w)) * ct))(x)
-            return jnp.sum(jnp.square(gx))
-        return jax.grad(loss, (0, 1))(x, w)
-    for a, b in zip(r1(layers.conv3x3_winograd), r1(lambda x, w: layers.conv2d(x, w, impl="xla"))):
+    for a, b in zip(r1_grads(layers.conv3x3_winograd, x, w, ct), r1_grads(xla_conv, x, w, ct)):
         b = np.asarray(b)
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
 
@@ -271,7 +284,7 @@ def test_winograd_f4_rounding_on_a_wide_layer(rng):
     w = (rng.standard_normal((3, 3, 256, 256)) / np.sqrt(9 * 256)).astype(np.float32)
     want = np_conv(x.astype(np.float64), w.astype(np.float64), 1)
     for m, bound in ((2, 2e-5), (4, 1.5e-4)):
-        err = np.abs(np.asarray(layers.conv3x3_winograd(jnp.asarray(x), jnp.asarray(w), m)) - want).max()
+        err = np.abs(np.asarray(jax.jit(layers.conv3x3_winograd, static_argnums=2)(x, w, m)) - want).max()
         assert err < bound, (m, err)
 
 

@@ -3,6 +3,7 @@ checks (one list of free fields for `gafu blend` and `gafu toonify`) name the fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import ClassVar
 
@@ -68,13 +69,19 @@ class ToyGenerator(nn.Module):
         return jnp.tanh(nn.Conv(3, (1, 1), name="head")(x))
 
 
+@functools.lru_cache(maxsize=None)
+def _toy_fns(cfg: ToyConfig):
+    """(jit(init), jit(apply)) per config: compiled once, not on every call (eagerly every op would compile)."""
+    return jax.jit(ToyGenerator(cfg).init), jax.jit(ToyGenerator(cfg).apply)
+
+
 def toy_init(cfg: ToyConfig, key) -> dict:
-    return {"G": ToyGenerator(cfg).init(key, jnp.zeros((1, cfg.z_dim)))}
+    return {"G": _toy_fns(cfg)[0](key, jnp.zeros((1, cfg.z_dim)))}
 
 
 def toy_sample(cfg: ToyConfig, g_vars: dict, seeds, *, psi: float = 1.0, noise_mode: str = "const") -> np.ndarray:
     z = sampling.z_from_seeds(seeds, cfg.z_dim)
-    return images.to_uint8(jax.jit(ToyGenerator(cfg).apply)(g_vars, z))
+    return images.to_uint8(_toy_fns(cfg)[1](g_vars, z))
 
 
 TOY = registry.Arch(name="toy", config_cls=ToyConfig, generator="G", scope=("params/body", "batch_stats/body"),
@@ -166,10 +173,12 @@ def test_get_load_and_register():
     with pytest.raises(ValueError, match="'toy' is already registered"):
         registry.register(dataclasses.replace(TOY, generator="D"))
     sg = registry.get("stylegan2")
-    cfg = sg.presets("tiny", resolution=16)
+    assert sg.presets("tiny", resolution=16) == preset("tiny", resolution=16)
+    # the plain tiny preset: its init and sampler programs are the ones the other tests compile too
+    cfg = sg.presets("tiny")
     v = sg.init(cfg, jax.random.key(0))
-    assert set(v) == {"G", "D"} and B.resolutions(v["G"], sg.scope) == (4, 8, 16)
-    assert sg.sample(cfg, v["G"], [0, 1]).shape == (2, 16, 16, 3)
+    assert set(v) == {"G", "D"} and B.resolutions(v["G"], sg.scope) == (4, 8, 16, 32)
+    assert sg.sample(cfg, v["G"], [0, 1]).shape == (2, 32, 32, 3)
 
 
 def test_load_checks_the_header(tmp_path):
