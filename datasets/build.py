@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.imageio import ImageSpec, Prepared, prepare_file, prepare_image
-from datasets.sketch import SketchCache, sketch_png
+from datasets.sketch import ROUGH_SIZE, SketchCache, sketch_png
 
 SUMMARY_FILE = "build_summary.json"
 
@@ -85,8 +85,10 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-def prepare_job(job: Job, spec: ImageSpec, sketch_cache: str | None, with_sketch: bool) -> Prepared:
-    """Worker entry point (top-level so spawn-started processes can import it)."""
+def prepare_job(job: Job, spec: ImageSpec, sketch_cache: str | None, with_sketch: bool,
+                sketch_size: int = ROUGH_SIZE) -> Prepared:
+    """Worker entry point (top-level so spawn-started processes can import it). Sketches use work size
+    `sketch_size` (datasets/sketch.py)."""
     if isinstance(job.source, (str, os.PathLike)):
         p = prepare_file(job.key, job.source, spec)
     else:
@@ -94,7 +96,7 @@ def prepare_job(job: Job, spec: ImageSpec, sketch_cache: str | None, with_sketch
     p.extra = dict(job.extra)
     if with_sketch and p.png is not None:
         cache = SketchCache(sketch_cache) if sketch_cache else None
-        p.extra["sketch"], cached = sketch_png(p.png, cache)
+        p.extra["sketch"], cached = sketch_png(p.png, cache, sketch_size)
         p.extra["_sketch_cached"] = cached
     return p
 
@@ -104,11 +106,12 @@ def _prepare_star(args: tuple) -> Prepared:
 
 
 def prepare_all(jobs: list[Job], spec: ImageSpec, *, workers: int = 1, sketch_cache: str | None = None,
-                with_sketch: bool = False, desc: str = "", progress: bool = True) -> Iterator[Prepared]:
+                with_sketch: bool = False, sketch_size: int = ROUGH_SIZE, desc: str = "",
+                progress: bool = True) -> Iterator[Prepared]:
     """Prepared examples in the order of `jobs`, computed by `workers` processes, with a tqdm bar."""
     from tqdm import tqdm
 
-    args = [(j, spec, sketch_cache, with_sketch) for j in jobs]
+    args = [(j, spec, sketch_cache, with_sketch, sketch_size) for j in jobs]
     bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, smoothing=0.1, dynamic_ncols=True)
     try:
         if workers <= 1 or len(jobs) <= 1:

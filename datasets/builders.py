@@ -7,7 +7,8 @@ with `tf.image.encode_png`, i.e. only with TensorFlow, but takes encoded bytes a
 
 Kinds (`prepare_dataset(kind, ...)`, `gafu prepare-data KIND`):
   folder  aligned single-domain images (FFHQ, anime faces, ukiyo-e, cartoon faces), recursively; split 'train'.
-          Optional SPADE-AnimeFace rough sketches stored next to each image as feature 'sketch'.
+          Optional SPADE-AnimeFace rough sketches stored next to each image as feature 'sketch', computed at
+          work size `sketch_size` (metadata 'sketch_size'; 256 = the reference, smaller for tiny demo models).
   paired  translation data in the selfie2anime layout: subfolders trainA/trainB/testA/testB become those splits.
   celeba  CelebA aligned images + the 40 attributes of list_attr_celeba.txt (+ list_eval_partition.txt splits).
   lfw     LFW images + the 73 attributes of lfw_attributes.txt (split 'train').
@@ -27,6 +28,7 @@ from datasets import attributes as attr
 from datasets.build import BuildSummary, Job, atomic_build, prepare_all
 from datasets.imageio import ImageSpec, list_images
 from datasets.lock import hold
+from datasets.sketch import ROUGH_SIZE, check_work_size
 
 PAIRED_SPLITS = ("trainA", "trainB", "testA", "testB")
 KINDS = ("folder", "paired", "celeba", "lfw", "demo")
@@ -148,9 +150,11 @@ class _PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         pass
 
     def __init__(self, *, plan: Plan, spec: ImageSpec, summary: BuildSummary, workers: int = 1,
-                 sketch: bool = False, sketch_cache: str | None = None, progress: bool = True, **kwargs):
+                 sketch: bool = False, sketch_cache: str | None = None, sketch_size: int = ROUGH_SIZE,
+                 progress: bool = True, **kwargs):
         self._plan, self._spec, self._summary = plan, spec, summary
         self._workers, self._sketch, self._sketch_cache, self._progress = workers, sketch, sketch_cache, progress
+        self._sketch_size = check_work_size(sketch_size)
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -161,6 +165,8 @@ class _PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             feats["sketch"] = tfds.features.Image(shape=(r, r, 3), encoding_format="png")
         feats.update(self._plan.features)
         meta = dict(self._plan.metadata, resolution=r, sketch=self._sketch)
+        if self._sketch:
+            meta["sketch_size"] = self._sketch_size     # a model must be painted with roughs of this work size
         return _LocalInfo(builder=self, description=(type(self).__doc__ or "").strip(),
                           features=tfds.features.FeaturesDict(feats),
                           metadata=tfds.core.MetadataDict(meta), disable_shuffling=True)
@@ -171,7 +177,8 @@ class _PlannedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, split: str):
         jobs = self._plan.splits[split]
         for p in prepare_all(jobs, self._spec, workers=self._workers, sketch_cache=self._sketch_cache,
-                             with_sketch=self._sketch, desc=f"{self.name} {split}", progress=self._progress):
+                             with_sketch=self._sketch, sketch_size=self._sketch_size, desc=f"{self.name} {split}",
+                             progress=self._progress):
             self._summary.add(split, p)
             if p.png is None:
                 continue
@@ -219,14 +226,16 @@ def make_plan(kind: str, src: str | Path | None, resolution: int, variants: int 
 
 def prepare_dataset(kind: str, out: str | Path, *, src: str | Path | None = None, resolution: int = 256,
                     workers: int = 1, sketch: bool = False, sketch_cache: str | Path | None = None,
-                    min_size: int | None = None, max_aspect: float = 2.0, crop_fraction: float = 1.0,
-                    variants: int = 8, overwrite: bool = False, progress: bool = True) -> BuildSummary:
+                    sketch_size: int = ROUGH_SIZE, min_size: int | None = None, max_aspect: float = 2.0,
+                    crop_fraction: float = 1.0, variants: int = 8, overwrite: bool = False, progress: bool = True) -> BuildSummary:
     """Build dataset `kind` from `src` into the folder `out` (atomically). Returns the build summary.
 
     Sketch results are cached under `sketch_cache` (default: a hidden folder beside `out`, removed after a
     successful build) so an interrupted sketch build resumes where it stopped. The build holds `.<out>.lock`
     (datasets/lock.py): a second build into `out` is refused at once with LockedError naming the first one.
+    `sketch_size` is the rough sketches' work size (datasets/sketch.py), kept in the metadata as 'sketch_size'.
     """
+    check_work_size(sketch_size)                    # before any lock or folder is made
     spec = ImageSpec(resolution, min_size=min_size, max_aspect=max_aspect, crop_fraction=crop_fraction)
     out = Path(out).absolute()
     with hold(out, "prepare-data"):
@@ -239,6 +248,7 @@ def prepare_dataset(kind: str, out: str | Path, *, src: str | Path | None = None
         cls = _BUILDERS[kind]
         atomic_build(out, lambda data_dir: cls(plan=plan, spec=spec, summary=summary, workers=workers,
                                                sketch=sketch, sketch_cache=str(cache) if sketch else None,
+                                               sketch_size=sketch_size,
                                                progress=progress, data_dir=str(data_dir), file_format="array_record"),
                      summary, overwrite=overwrite)
         if own_cache:

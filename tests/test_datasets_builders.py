@@ -268,3 +268,30 @@ def test_cli_prepare_data(tmp_path, capsys):
     assert f"image folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     assert main(["prepare-data", "celeba", "--out", str(tmp_path / "y")]) == 2
     assert "needs a source folder" in capsys.readouterr().err
+
+
+def test_cli_folder_sketch_size_is_built_and_recorded(folder_build, tmp_path, capsys):
+    """`--sketch --sketch-size 32` on the 16 px folder fixture: sketches at the image size, work size in metadata."""
+    import tensorflow_datasets as tfds
+    from datasets.sketch import rough_sketch
+    from nets.cli import main
+    src, _, images, _ = folder_build
+    out = tmp_path / "sketch16"
+    assert main(["prepare-data", "folder", str(src), "--out", str(out), "--resolution", str(R), "--sketch",
+                 "--sketch-size", "32", "--quiet"]) == 0
+    assert "sketches  8 computed, 0 from cache" in capsys.readouterr().out
+    meta = tfds.builder_from_directory(str(out)).info.metadata
+    assert meta["sketch"] is True and meta["sketch_size"] == 32
+    got = _by_name(open_source(out))
+    assert len(got) == 8
+    for ex in got.values():
+        assert ex["sketch"].shape == ex["image"].shape == (R, R, 3)
+        np.testing.assert_array_equal(ex["sketch"], rough_sketch(ex["image"], 32))     # not the 256 default
+    assert not any(p.name.endswith("sketch-cache") for p in tmp_path.iterdir())        # own cache removed
+    # Bad sizes are refused before anything is written.
+    assert main(["prepare-data", "folder", str(src), "--out", str(tmp_path / "x"), "--sketch",
+                 "--sketch-size", "8"]) == 2
+    assert "rough sketch work size must be an int >= 16; got 8" in capsys.readouterr().err
+    assert main(["prepare-data", "folder", str(src), "--out", str(tmp_path / "y"), "--sketch-size", "32"]) == 2
+    assert "--sketch-size sets the work size of --sketch rough sketches; add --sketch" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sketch16"]
