@@ -38,6 +38,7 @@ PARAMS = "params"                    # the trainable collection; JP blends only 
 BUFFERS = "buffers"                  # non-trainable state kept by gafu's models (StyleGAN2: w_avg, noise_const)
 BATCH_STATS = "batch_stats"          # batch-norm running mean / var (Flax's name)
 SPECTRAL = "spectral"                # spectral-norm power-iteration vectors
+PREVIEWS = "previews"                # conditions a conditional generator's model file carries for seed-only tools
 # The subtrees of a StyleGAN2 generator's variables that are keyed on resolution: every leaf in them is in a block.
 GENERATOR_SCOPE = ("params/synthesis", "buffers/synthesis")
 
@@ -48,7 +49,7 @@ PICK_IN_BLOCKS = "pick in blocks"    # block leaves whole from the parent with t
 PICK = "pick"                        # every leaf whole from the parent with the larger share, never averaged
                                      # (running statistics and power-iteration vectors belong to one set of weights)
 COLLECTION_RULES: Mapping[str, str] = types.MappingProxyType(
-    {PARAMS: AVERAGE, BUFFERS: PICK_IN_BLOCKS, BATCH_STATS: PICK, SPECTRAL: PICK})
+    {PARAMS: AVERAGE, BUFFERS: PICK_IN_BLOCKS, BATCH_STATS: PICK, SPECTRAL: PICK, PREVIEWS: PICK})
 
 
 class PathError(ValueError):

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from nets import modelfile, paths, sampling, stylegan2
+from nets import modelfile, paths, sampling, spade, stylegan2
 
 PathLike = str | os.PathLike
 
@@ -22,7 +22,8 @@ class Arch:
     name: str                      # the `arch` written in a model file's gafu.json, e.g. "stylegan2"
     config_cls: type               # from_dict / to_dict / BLEND_FREE_FIELDS (e.g. StyleGAN2Config)
     generator: str                 # the model-file entry that blend / sample use: "G"
-    scope: tuple[str, ...]         # resolution-keyed subtrees of that entry (nets.paths.GENERATOR_SCOPE)
+    scope: tuple[str, ...] | None  # resolution-keyed subtrees of that entry (nets.paths.GENERATOR_SCOPE); None:
+                                   # every leaf with a b{R} in its path (interp.blend.leaf_resolutions)
     init: Callable                 # (cfg, key) -> fresh model-file variables {"G": {...}, "D": {...}}
     sample: Callable               # (cfg, g_vars, seeds, *, psi=1.0, noise_mode="const") -> uint8 [N,R,R,C]
     presets: Callable              # (name, **overrides) -> cfg
@@ -103,3 +104,5 @@ def check_same_arch(a_cfg: Any, b_cfg: Any, names: tuple[str, str]) -> None:
 
 register(Arch(name="stylegan2", config_cls=stylegan2.StyleGAN2Config, generator="G", scope=paths.GENERATOR_SCOPE,
               init=stylegan2.init_model, sample=sampling.sample, presets=stylegan2.preset))
+register(Arch(name="spade", config_cls=spade.SPADEConfig, generator="G", scope=None, init=spade.init_model,
+              sample=spade.sample, presets=spade.preset))
