@@ -7,6 +7,9 @@ Domain B ("toon"): every A image rendered as a cartoon by `toonify_render`: smoo
 tones of a warm palette, with dark ink outlines. B is a pure, deterministic function of A, so B shares A's
 structure (pose, face layout: a model fine-tuned from A stays aligned with it) and differs only in rendering
 (colour, flat shading, lines): the contrast Toonify-style blending needs.
+A second look (`TOON_PALETTE_B`, `INK_B`; `cartoon_domains`): the same renderer with a cool palette (deep teal
+hair and shadow, pale lilac skin, white highlight, navy ink). Both looks share every tone boundary, so a model
+trained on one look can be fine-tuned to the other with the face layout unchanged (the SPADE demo).
 Held-out photo: the face of scikit-image's `astronaut` (Eileen Collins, NASA, public domain), cropped to LFW's
 framing and turned grey like domain A. It is in neither domain.
 """
@@ -25,6 +28,9 @@ ASTRONAUT_FACE_BOX = (174, 69, 274, 169)
 TOON_PALETTE = np.array([[120, 70, 110], [236, 160, 130], [255, 228, 204]], np.float32)   # [3,3]
 TOON_THRESHOLDS = np.array([0.35, 0.65], np.float32)
 INK = np.array([24, 16, 40], np.float32)
+# The second look: same tones, cool colours (teal shadow, lilac skin, white highlight) and navy ink.
+TOON_PALETTE_B = np.array([[28, 92, 118], [206, 188, 232], [255, 255, 255]], np.float32)  # [3,3]
+INK_B = np.array([12, 22, 64], np.float32)
 
 
 def lfw_faces() -> np.ndarray:
@@ -78,17 +84,30 @@ def _blur(x: np.ndarray, passes: int) -> np.ndarray:
     return x
 
 
-def toonify_render(images: np.ndarray) -> np.ndarray:
+def _check_colours(name: str, colours: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`colours` as float32 of `shape` with RGB values in [0, 255], else ValueError naming `name`."""
+    c = np.asarray(colours, np.float32)
+    if c.shape != shape:
+        raise ValueError(f"toonify_render {name} must have shape {list(shape)} (RGB); got {list(c.shape)}")
+    if not np.all((c >= 0) & (c <= 255)):                          # the comparison also refuses NaN
+        raise ValueError(f"toonify_render {name} must be RGB values in [0, 255]; got {c.tolist()}")
+    return c
+
+
+def toonify_render(images: np.ndarray, palette: np.ndarray = TOON_PALETTE, ink: np.ndarray = INK) -> np.ndarray:
     """Cartoon rendering of uint8 [N,R,R,3] photos -> uint8 [N,R,R,3]. Pure and deterministic.
 
     1. luminance, per-image contrast stretch (2nd..98th percentile) so every face uses the whole palette;
     2. smoothing (removes photo texture; the scale grows with resolution);
-    3. cel shading: three flat tones from TOON_PALETTE;
-    4. ink: pixels darker than their wider surround (a difference of blurs, as in XDoG) become outlines.
+    3. cel shading: three flat tones, `palette` [3,3] RGB dark to light (default TOON_PALETTE);
+    4. ink: pixels darker than their wider surround (a difference of blurs, as in XDoG) become outlines in `ink`.
+    Where a pixel lands (tone 0..2 or ink) depends only on the photo, never on the colours.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"toonify_render expects uint8 [N,H,W,3]; got {images.dtype} {images.shape}")
+    palette = _check_colours("palette", palette, (3, 3))
+    ink_rgb = _check_colours("ink", ink, (3,))
     n, h, w, _ = images.shape
     scale = max(1, h // 32)                                   # blur passes grow with resolution
     lum = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)       # [N,H,W]
@@ -96,10 +115,10 @@ def toonify_render(images: np.ndarray) -> np.ndarray:
     hi = np.percentile(lum, 98, axis=(1, 2), keepdims=True)
     lum = np.clip((lum - lo) / np.maximum(hi - lo, 1.0), 0.0, 1.0)
     tone = np.digitize(_blur(lum, 3 * scale), TOON_THRESHOLDS)                           # [N,H,W] in 0..2
-    rgb = TOON_PALETTE[tone]                                                             # [N,H,W,3]
+    rgb = palette[tone]                                                                  # [N,H,W,3]
     # Ink where the lightly smoothed image is darker than its wide surround: eyes, brows, mouth, contours.
-    ink = (_blur(lum, scale) - _blur(lum, 4 * scale)) < -0.08                            # [N,H,W]
-    rgb = np.where(ink[..., None], INK, rgb)
+    lines = (_blur(lum, scale) - _blur(lum, 4 * scale)) < -0.08                          # [N,H,W]
+    rgb = np.where(lines[..., None], ink_rgb, rgb)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
@@ -110,6 +129,16 @@ def heldout_photo(resolution: int = 32) -> np.ndarray:
     im = Image.fromarray(data.astronaut()).convert("L")
     face = im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=ASTRONAUT_FACE_BOX)
     return np.repeat(np.asarray(face, np.uint8)[..., None], 3, axis=-1)
+
+
+def cartoon_domains(resolution: int = 32, variants: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The photo domain rendered in both looks: (TOON_PALETTE/INK, TOON_PALETTE_B/INK_B), uint8 [100*variants,R,R,3]
+    each, image i of one the same face and framing as image i of the other (one tone map, two colourings).
+
+    The SPADE demo trains on rough sketches of the first look and fine-tunes on the second.
+    """
+    a = photo_domain(resolution, variants)
+    return toonify_render(a), toonify_render(a, TOON_PALETTE_B, INK_B)
 
 
 def load_demo_domains(resolution: int = 32, variants: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,8 +2,21 @@
 import numpy as np
 import pytest
 
-from datasets.demo import (INK, TOON_PALETTE, heldout_photo, lfw_faces, load_demo_domains, photo_domain,
-                           toonify_render)
+import hashlib
+
+from datasets.demo import (INK, INK_B, TOON_PALETTE, TOON_PALETTE_B, cartoon_domains, heldout_photo, lfw_faces,
+                           load_demo_domains, photo_domain, toonify_render)
+
+# sha256 of toonify_render(photo_domain(32, 2)) before the palette became a parameter: the first look must not move.
+DEFAULT_RENDER_SHA256 = "96ed34355aad6275f28d5bf8032235dd75011edcc8503e31906cc95cc130decf"
+
+
+def _tone_map(images: np.ndarray, palette: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """[N,H,W] index 0..2 of each pixel's palette tone, 3 for ink; fails if a pixel is none of them."""
+    colours = np.concatenate([palette, ink[None]]).astype(np.uint8)                        # [4,3]
+    hit = (images[..., None, :] == colours).all(-1)                                        # [N,H,W,4]
+    assert hit.any(-1).all(), "a pixel outside the palette"
+    return hit.argmax(-1)
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +71,34 @@ def test_resolutions_and_errors():
         photo_domain(4)
     with pytest.raises(ValueError, match="uint8 \\[N,H,W,3\\]"):
         toonify_render(np.zeros((2, 8, 8), np.uint8))
+
+
+def test_default_look_is_unchanged():
+    photos = photo_domain(32, 2)
+    default = toonify_render(photos)
+    assert hashlib.sha256(default.tobytes()).hexdigest() == DEFAULT_RENDER_SHA256
+    np.testing.assert_array_equal(toonify_render(photos, TOON_PALETTE, INK), default)
+
+
+def test_second_look_recolours_the_same_tone_layout():
+    a, b = cartoon_domains(32, variants=2)
+    assert a.shape == b.shape == (200, 32, 32, 3) and a.dtype == b.dtype == np.uint8
+    np.testing.assert_array_equal(a, load_demo_domains(32, variants=2)[1])   # the first look is domain B
+    np.testing.assert_array_equal(b, toonify_render(photo_domain(32, 2), TOON_PALETTE_B, INK_B))
+    tone_a, tone_b = _tone_map(a, TOON_PALETTE, INK), _tone_map(b, TOON_PALETTE_B, INK_B)
+    np.testing.assert_array_equal(tone_a, tone_b)                           # pixel for pixel the same layout
+    assert set(np.unique(tone_a)) == {0, 1, 2, 3}                            # every tone and the ink are used
+    # Another colouring, visibly: each flat tone moves by > 50 RGB units, and warm (red > blue) turns cool.
+    assert (np.linalg.norm(TOON_PALETTE_B - TOON_PALETTE, axis=1) > 50).all()
+    assert (TOON_PALETTE[:2, 0] > TOON_PALETTE[:2, 2]).all() and (TOON_PALETTE_B[:2, 2] > TOON_PALETTE_B[:2, 0]).all()
+    assert np.abs(a.astype(float).mean((0, 1, 2)) - b.astype(float).mean((0, 1, 2))).max() > 30
+
+
+def test_palette_errors():
+    x = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"palette must have shape \[3, 3\] \(RGB\); got \[2, 3\]"):
+        toonify_render(x, TOON_PALETTE[:2])
+    with pytest.raises(ValueError, match=r"ink must be RGB values in \[0, 255\]; got \[0.0, 300.0, 0.0\]"):
+        toonify_render(x, ink=[0, 300, 0])
+    with pytest.raises(ValueError, match=r"palette must be RGB values in \[0, 255\]"):
+        toonify_render(x, np.where(np.eye(3, dtype=bool), np.nan, TOON_PALETTE))
