@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     if cfg.parallel == "shard_map":
-        compiled = fn.lower(placed("both"), batch, seed).compile()
+        compiled = fn.lower(placed("both"), batch, seed, None).compile()
         t_compile = time.perf_counter() - t0
         call = compiled
     else:
-        jax.block_until_ready(fn(placed("both"), batch, seed))     # pmap compiles on first call
+        jax.block_until_ready(fn(placed("both"), batch, seed, None))     # pmap compiles on first call
         t_compile = time.perf_counter() - t0
         call = fn
     res = {"device": str(devices[0].device_kind), "num_devices": len(devices), "resolution": r,
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"compile {t_compile:.1f} s (init {t_init:.1f} s)", flush=True)
     for kind in args.kinds.split(","):
         s = placed(kind)
-        jax.block_until_ready(call(s, batch, seed))                   # warm-up
+        jax.block_until_ready(call(s, batch, seed, None))                   # warm-up
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            jax.block_until_ready(call(s, batch, seed))
+            jax.block_until_ready(call(s, batch, seed, None))
             times.append(time.perf_counter() - t0)
         res[f"{kind}_s_per_step"] = round(statistics.median(times), 2)
         res[f"{kind}_all"] = [round(t, 2) for t in times]

@@ -53,9 +53,9 @@ state = put_replicated(init_host_state(cfg), mesh)
 rows = split_interleaved(global_batch(cfg), jax.device_count())[pid:pid + 1]    # [1, n, R, R, C]: my device
 batch = put_batch({"image": rows}, mesh, "shard_map")
 seed = put_replicated(np.uint32(cfg.seed), mesh)
-compiled = step.lower(state, batch, seed).compile()
+compiled = step.lower(state, batch, seed, None).compile()
 barrier("compiled")
-new, metrics = compiled(state, batch, seed)
+new, metrics = compiled(state, batch, seed, None)
 host = to_host(state_to_tree(new))
 if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}

@@ -42,7 +42,7 @@ def mapped_step(cfg: TrainConfig, mode: str, devices: tuple):
     seed = put_replicated(np.uint32(cfg.seed), mesh)
 
     def call(state, rows):
-        return fn(put_replicated(state, mesh), put_batch({"image": rows}, mesh, mode), seed)
+        return fn(put_replicated(state, mesh), put_batch({"image": rows}, mesh, mode), seed, None)
     return call, fn, mesh
 
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings, strategies as st
 from nets.stylegan2 import init_discriminator, init_generator, preset as model_preset
 from train import losses
 from train.augment import NUM_NORMAL, NUM_UNIFORM, augment
-from train.stylegan2.state import d_layer_order, d_trainable, g_trainable, mask_grads
+from train.steps import mask_grads
+from train.stylegan2.state import d_layer_order, d_trainable, g_trainable
 
 
 def test_nonsaturating_and_logistic_losses():

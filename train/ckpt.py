@@ -164,10 +164,10 @@ def abstract_state(cfg: TrainConfig) -> Any:
     return jax.eval_shape(lambda: cfg.recipe.init(cfg.hparams, jax.random.key(0), None)[1])
 
 
-def export(path: str | Path, cfg: TrainConfig, state: Any, step: int) -> Path:
+def export(path: str | Path, cfg: TrainConfig, state: Any, step: int, fixed: dict | None = None) -> Path:
     """Write the recipe's published model file (atomically; replaces an older export). `state` is on the host.
-    Called by one process (the first) in multi-process runs."""
-    variables, model_cfg, arch = cfg.recipe.export(cfg.hparams, state)
+    Called by one process (the first) in multi-process runs; `fixed` is the run's first batch (host)."""
+    variables, model_cfg, arch = cfg.recipe.export(cfg.hparams, state, fixed)
     meta = {"source": "gafu train", "family": cfg.family, "step": int(step),
             "kimg": round(step * cfg.batch / 1000, 3), "init_from": cfg.init_from}
     return modelfile.save_model(path, jax.tree.map(np.asarray, variables), model_cfg, arch=arch, meta=meta,

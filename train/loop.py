@@ -187,6 +187,8 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
         it.set_state(data_state)
     step_fn = build_step(rec.step, hp, cfg.parallel, tuple(mesh.devices.flat))
     seed = put_replicated(np.uint32(cfg.seed), mesh)
+    frozen = rec.frozen(hp)
+    frozen = None if frozen is None else put_replicated(frozen, mesh)
     sampling = main and cfg.sample_every > 0
 
     metrics_log = MetricLog(workdir, enabled=main, resume_step=start)
@@ -206,7 +208,7 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
                 if s == 0 and main:
                     images.write_png(workdir / "reals.png", _preview(batch))
             data_pos = it.get_state()  # the position after this step's batch, saved with this step's checkpoint
-            state, metrics = step_fn(state, put_batch(batch, mesh, cfg.parallel), seed)
+            state, metrics = step_fn(state, put_batch(batch, mesh, cfg.parallel), seed, frozen)
             pending.append(metrics)
             pbar.update(1)
             done = s + 1
@@ -244,7 +246,7 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
             if do_export or do_sample:
                 pub = to_host(rec.published(hp, state))
                 if do_export and main:
-                    export(workdir / "ema", cfg, pub, done)
+                    export(workdir / "ema", cfg, pub, done, fixed)
                 if do_sample:
                     images.write_png(workdir / f"fakes{done:06d}.png", rec.sample(hp, pub, fixed, cfg.sample_seeds))
     finally:

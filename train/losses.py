@@ -76,3 +76,40 @@ def ada_adjust(p: Array, rt: Array, target: float, batch: int, interval: int, ad
     """NV ADA heuristic: p += sign(r_t - target) * batch * interval / (ada_kimg * 1000), kept in [0, 1]."""
     step = batch * interval / (ada_kimg * 1000.0)
     return jnp.clip(p + jnp.sign(rt - target) * step, 0.0, 1.0)
+
+
+# ---- SPADE (NVlabs/SPADE models/networks/loss.py, models/pix2pix_model.py) -----------------------------------
+
+def d_hinge(real_logits: Array, fake_logits: Array) -> tuple[Array, Array]:
+    """Hinge D terms (mean relu(1 - D(real)), mean relu(1 + D(fake))); the loss is their sum."""
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)), jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def g_hinge(fake_logits: Array) -> Array:
+    """Hinge G loss -mean(D(fake))."""
+    return -jnp.mean(fake_logits)
+
+
+def feature_matching(fake_feats: list[list[Array]], real_feats: list[list[Array]]) -> Array:
+    """pix2pix-HD feature matching: sum over scales and over every D layer but the last of L1(fake, real
+    detached), divided by the number of scales (the caller multiplies by lambda_feat)."""
+    total = jnp.zeros((), jnp.float32)
+    for fk, rl in zip(fake_feats, real_feats):
+        for f, r in zip(fk[:-1], rl[:-1]):
+            total = total + jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r)))
+    return total / len(fake_feats)
+
+
+def kld(mu: Array, logvar: Array) -> Array:
+    """KL(N(mu, exp(logvar)) || N(0, I)) = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)), a SUM over batch and dims
+    (NVlabs KLDLoss)."""
+    return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
+
+
+def perceptual(feats_fn: Callable[[Array], dict], x: Array, y: Array, taps: tuple[str, ...],
+               weights: tuple[float, ...]) -> Array:
+    """NVlabs VGGLoss: sum_i w_i * mean|f_i(x) - f_i(y) detached|, one backbone call on [x; y]."""
+    n = x.shape[0]
+    feats = feats_fn(jnp.concatenate([x, jax.lax.stop_gradient(y)]))
+    return sum(w * jnp.mean(jnp.abs(feats[t][:n] - jax.lax.stop_gradient(feats[t][n:])))
+               for t, w in zip(taps, weights))

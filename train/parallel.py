@@ -50,7 +50,8 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 @functools.lru_cache(maxsize=16)
 def build_step(step: Callable, hparams: Any, mode: str, devices: tuple[jax.Device, ...]) -> Callable:
-    """The mapped step `(state, batch, seed) -> (state, metrics)` of `step(hparams, state, batch, seed)`, built once
+    """The mapped step `(state, batch, seed, frozen) -> (state, metrics)` of `step(hparams, state, batch, seed,
+    frozen)`, built once
     per (step function, hparams, mode, devices): the compiled program depends on the family section only.
 
     pmap takes each batch entry as [num_local_devices, n, ...]; shard_map as a global [N, ...] array sharded over
@@ -59,10 +60,10 @@ def build_step(step: Callable, hparams: Any, mode: str, devices: tuple[jax.Devic
     fn = functools.partial(step, hparams)
     if mode == "pmap":
         all_devices = tuple(jax.devices())
-        return jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0, None), out_axes=None,
+        return jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0, None, None), out_axes=None,
                         devices=None if devices == all_devices else list(devices))
     if mode == "shard_map":
-        mapped = jax.shard_map(fn, mesh=make_mesh(devices), in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
+        mapped = jax.shard_map(fn, mesh=make_mesh(devices), in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P()),
                                check_vma=False)
         return jax.jit(mapped)
     raise ValueError(f"parallel mode must be one of {MODES}; got {mode!r}")

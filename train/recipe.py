@@ -16,16 +16,20 @@ Contract of each function (`host` values are numpy trees, `device` values live o
   init(h, key, pretrained) -> (h', state, note)   a fresh state from a PRNG key; with `pretrained` (a
         nets.modelfile.ModelFile: a model file, or the `networks` of another run) start from its weights. h' may
         differ from h only in the fields named by `init_fields` (the model config comes with the weights).
-  step(h, state, batch, seed) -> (state, metrics) ONE device's step, in the pmap programming model: batch
+  step(h, state, batch, seed, frozen) -> (state, metrics) ONE device's step, in the pmap programming model: batch
         {key: [n, ...]} is this device's shard, state is replicated, collectives run over the axis
         `train.parallel.AXIS`; `seed` is the run's seed (uint32 []), randomness must be a function of (seed,
-        state's step, global sample index) so that 1 device == N devices and resume is exact. Metrics are scalars,
-        averaged over the axis, and include "finite" (every loss and parameter finite).
+        state's step, global sample index) so that 1 device == N devices and resume is exact. `frozen` is what
+        `frozen(h)` returned, replicated (None for most families). Metrics are scalars, averaged over the axis, and
+        include "finite" (every loss and parameter finite).
+  frozen(h) -> pytree | None                      fixed networks the step reads but never trains (a perceptual
+        loss's VGG), loaded once per run from a file or an installed package; never checkpointed.
   published(h, state) -> pytree                  the part of the (device) state that sample and export read,
         e.g. StyleGAN2's EMA generator: the core fetches only this to the host, once per sample/export step.
   sample(h, published, fixed, num) -> uint8 [H,W,C]  a preview grid from the host copy of `published`; `fixed`
         is this process's first batch of the run ({key: [N, ...]}), for families that translate or paint inputs.
-  export(h, published) -> (variables, model config, arch)   the model file a run publishes (nets.modelfile).
+  export(h, published, fixed) -> (variables, model config, arch)   the model file a run publishes
+        (nets.modelfile); `fixed` as in `sample` (a conditional family keeps a few of its inputs as previews).
   networks(h, state) -> (variables, model config, arch)     every trained network of a host state, for
         fine-tuning from a training workdir (`--init-from runs/x`).
   metrics: MetricSpec                             how the core summarises and shows the step's metrics.
@@ -39,7 +43,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-FAMILIES = {"stylegan2": "train.stylegan2.recipe"}   # family name -> module defining RECIPE (imported on use)
+FAMILIES = {"stylegan2": "train.stylegan2.recipe", "spade": "train.spade.recipe"}   # family name -> module defining RECIPE (imported on use)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Recipe:
     networks: Callable[[Any, Any], tuple[dict, Any, str]]
     metrics: MetricSpec
     init_fields: tuple[str, ...] = ("model",)
+    frozen: Callable[[Any], Any] = lambda h: None
 
 
 def get(family: str) -> Recipe:

@@ -73,7 +73,7 @@ def sample(hp: Hparams, g_ema: dict, fixed: dict, num: int) -> np.ndarray:
     return images.make_grid(registry.get(ARCH).sample(hp.model, g_ema, range(num), noise_mode="const"))
 
 
-def export(hp: Hparams, g_ema: dict) -> tuple[dict, StyleGAN2Config, str]:
+def export(hp: Hparams, g_ema: dict, fixed: dict | None = None) -> tuple[dict, StyleGAN2Config, str]:
     """The published model file: the EMA generator (the one `gafu blend` / `gafu sample` read)."""
     return {"G": g_ema}, hp.model, ARCH
 

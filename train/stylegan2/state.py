@@ -89,12 +89,6 @@ def g_trainable(g_params: PyTree, freeze_g_res: int, freeze_mapping: bool) -> Py
     return jax.tree_util.tree_map_with_path(trainable, g_params)
 
 
-def mask_grads(grads: PyTree, trainable: PyTree) -> PyTree:
-    """Zero gradients of frozen leaves. With zero gradients from step 0 on, Adam's first moment stays 0, so the
-    update of a frozen leaf is exactly 0; XLA drops the unused weight-gradient computations."""
-    return jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, trainable)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Initialisation
 

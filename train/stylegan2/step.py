@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
@@ -32,7 +31,8 @@ from train.augment import NUM_NORMAL, NUM_UNIFORM, augment
 from train.parallel import AXIS
 from train.stylegan2.config import Hparams
 from train.stylegan2.state import TrainState, d_reg_interval, d_trainable, g_reg_interval, g_trainable, \
-    mask_grads, optimizers
+    optimizers
+from train.steps import adam_step, all_finite
 
 Array = jax.Array
 PHASE_G, PHASE_GREG, PHASE_D, PHASE_DREG = range(4)   # NV's phases Gmain, Greg, Dmain, Dreg
@@ -112,7 +112,8 @@ def synthesize(hp: Hparams, params: dict, buffers: dict, ws: Array, noise: dict)
     return jax.vmap(one)(ws, noise)
 
 
-def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array) -> tuple[TrainState, dict]:
+def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: None = None
+                ) -> tuple[TrainState, dict]:
     """One training step on this device's shard: batch {"image": [n,R,R,C] float32 in [-1, 1]}, seed uint32 []."""
     reals = batch["image"]
     D = Discriminator(hp.model)
@@ -132,13 +133,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array) -> tup
             img = augment(img, u, g, state.ada_p)
         return D.apply({"params": d_params}, img)
 
-    def adam(tx, grads, opt, params, mask):
-        # On flat vectors: one all-reduce and a few fused kernels instead of several per leaf (which also
-        # cuts compile time); frozen leaves are zeroed on the tree first so XLA drops their weight gradients.
-        flat_g, _ = ravel_pytree(mask_grads(grads, mask))
-        flat_p, unravel = ravel_pytree(params)
-        updates, opt = tx.update(lax.pmean(flat_g, AXIS), opt, flat_p)
-        return unravel(optax.apply_updates(flat_p, updates)), opt
+    adam = adam_step
 
     # -- G main: non-saturating loss through the (augmented) discriminator.
     dr = draw(hp, keys[:, PHASE_G], noise_like, n_aug=1)
@@ -240,9 +235,3 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array) -> tup
     metrics["finite"] = all_finite([metrics[k] for k in ("loss/G", "loss/D", "reg/pl", "reg/r1")],
                                    ravel_pytree(g_params)[0], ravel_pytree(d_params)[0], flat_ema)
     return new, metrics
-
-
-def all_finite(*trees) -> Array:
-    """True when every leaf of every tree is finite (one reduction per leaf)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]
-    return jnp.all(jnp.stack(leaves))

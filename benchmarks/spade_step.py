@@ -1,0 +1,73 @@
+"""Seconds per SPADE training step (a G step and a D step, NVlabs' iteration) and compile time.
+
+Default: the AnimeFace recipe (preset 'spade-anime': 256 px, layout 'more', ngf 64, PatchGAN, hinge + L1 x 100 +
+VGG x 10) at batch 4 on one device, the case compared with imoken1122/SPADE-AnimeFace's PyTorch step on this CPU
+(see the README's Performance table). Any preset and `--set` overrides (train/config.py grammar) work:
+
+  python benchmarks/spade_step.py                                   # spade-anime, 256 px, batch 4
+  python benchmarks/spade_step.py --config spade-tiny --repeats 5
+  python benchmarks/spade_step.py --set loss.lambda_vgg=0           # without the perceptual loss
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="spade-anime", help="training preset (default spade-anime)")
+    p.add_argument("--batch", type=int, default=4, help="global batch (default 4, AnimeFace's)")
+    p.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
+    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed steps (after one warm-up)")
+    args = p.parse_args(argv)
+
+    import jax
+    import numpy as np
+
+    from train.config import apply_overrides, preset
+    from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
+
+    cfg = apply_overrides(preset(args.config), [f"batch={args.batch}"] + args.set)
+    devices = tuple(jax.devices()[:args.devices])
+    mesh = make_mesh(devices)
+    rec, hp = cfg.recipe, cfg.hparams
+    rng = np.random.RandomState(0)
+    rows = {k: rng.uniform(-1, 1, (len(devices), cfg.batch // len(devices)) + shape).astype(np.float32)
+            for k, shape in rec.example_shapes(hp).items()}
+    batch = put_batch(rows, mesh, cfg.parallel)
+    seed = put_replicated(np.uint32(0), mesh)
+    t0 = time.perf_counter()
+    state = put_replicated(to_host(rec.init(hp, jax.random.key(0), None)[1]), mesh)
+    frozen = rec.frozen(hp)
+    frozen = None if frozen is None else put_replicated(frozen, mesh)
+    t_init = time.perf_counter() - t0
+    fn = build_step(rec.step, hp, cfg.parallel, devices)
+    t0 = time.perf_counter()
+    call = fn.lower(state, batch, seed, frozen).compile() if cfg.parallel == "shard_map" else fn
+    jax.block_until_ready(call(state, batch, seed, frozen))                        # warm-up (pmap compiles here)
+    t_compile = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(state, batch, seed, frozen))
+        times.append(time.perf_counter() - t0)
+    res = {"config": args.config, "sets": args.set, "resolution": hp.model.resolution, "batch": cfg.batch,
+           "num_devices": len(devices), "device": str(devices[0].device_kind), "init_s": round(t_init, 2),
+           "compile_and_first_s": round(t_compile, 2), "s_per_step": round(statistics.median(times), 3),
+           "all": [round(t, 3) for t in times]}
+    print(f"{args.config} {hp.model.resolution}px batch {cfg.batch}: {res['s_per_step']:.3f} s/step "
+          f"(runs {res['all']}), compile + first step {t_compile:.1f} s")
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
