@@ -238,7 +238,7 @@ def test_parameter_counts(name, kw, g, d, e):
 
 
 def test_issue_163_magnitudes():
-    # NVlabs/SPADE issue #163: "Total number of parameters: 92.1 million" (G), "5.5 million" (D), 3 labels.
+    # NVlabs/SPADE issue #163: a 3-label run's logged counts, G 92.1 M and D 5.5 M (print_network's "%.1f million")
     cfg = S.preset("spade-nv")
     assert round(n_params(cfg, "G") / 1e6, 1) == 92.1 and round(n_params(cfg, "D") / 1e6, 1) == 5.5
 
