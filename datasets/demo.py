@@ -122,13 +122,15 @@ def toonify_render(images: np.ndarray, palette: np.ndarray = TOON_PALETTE, ink: 
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def heldout_photo(resolution: int = 32) -> np.ndarray:
-    """The astronaut's face, grey like domain A: uint8 [R,R,3]."""
+def heldout_photo(resolution: int = 32, grey: bool = True) -> np.ndarray:
+    """The astronaut's face, grey like domain A (or in colour, grey=False): uint8 [R,R,3]."""
     from skimage import data
 
-    im = Image.fromarray(data.astronaut()).convert("L")
-    face = im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=ASTRONAUT_FACE_BOX)
-    return np.repeat(np.asarray(face, np.uint8)[..., None], 3, axis=-1)
+    im = Image.fromarray(data.astronaut())
+    face = (im.convert("L") if grey else im).resize((resolution, resolution), Image.Resampling.LANCZOS,
+                                                    box=ASTRONAUT_FACE_BOX)
+    face = np.asarray(face, np.uint8)
+    return np.repeat(face[..., None], 3, axis=-1) if grey else face
 
 
 def cartoon_domains(resolution: int = 32, variants: int = 8) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,9 @@ The naming rule (nets/paths.py): generator blocks are `b{R}` by output resolutio
 layers inside them, named by role (`head`, `mid0`, `mid1`, `up0`..`up4`), so 'normal' has b16/{mid0, mid1}.
 Discriminator and encoder layers are `b{R}` by (nominal) input resolution. Param tree:
 
-  G params:      in_fc | in_conv, b{R}/{role}/{norm0, norm1[, norm_s]}/{shared, gamma, beta}/{kernel, bias},
-                 b{R}/{role}/{conv0, conv1[, conv_s]}/{kernel[, bias]} [+ noise_strength], to_rgb
+  G params:      b{R}/{role}/{norm0, norm1[, norm_s]}/{shared, gamma, beta}/{kernel, bias},
+                 b{R}/{role}/{conv0, conv1[, conv_s]}/{kernel[, bias]} [+ noise_strength],
+                 b{s0}/{in_fc | in_conv} (the first block), b{R}/to_rgb (the last block)
   G batch_stats: b{R}/{role}/{norm0, norm1[, norm_s]}/{mean, var}   (parameter-free batch norm)
   G spectral:    b{R}/{role}/{conv0, conv1[, conv_s]}/{u, v}          (torch spectral_norm's weight_u / weight_v)
   G previews:    cond uint8 [N,R,R,C]   (model files only: the conditions `sample` paints; see `sample`)
@@ -315,22 +316,42 @@ class SPADEResBlock(nn.Module):
 
 
 class GenBlock(nn.Module):
-    """One resolution of the generator: its residual blocks (by role), each after a nearest x2 if planned."""
+    """One resolution of the generator: its residual blocks (by role), each after a nearest x2 if planned. The
+    first block also holds the input layer (in_fc from z, or in_conv on the condition downsampled to s0), the last
+    the output conv (to_rgb): both work at their block's resolution, so blends move them with it (as StyleGAN2's
+    torgb)."""
     layers: tuple[tuple[str, int, bool], ...]
     cfg: SPADEConfig
     axis_name: str | None = None
+    first: bool = False
+    last: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, cond: Array, train: bool, noise_keys: Array | None) -> Array:
+    def __call__(self, x: Array | None, cond: Array, z: Array | None, train: bool,
+                 noise_keys: Array | None) -> Array:
+        cfg = self.cfg
+        if self.first:
+            x = self._input(cond, z)
         for j, (role, fout, up) in enumerate(self.layers):
             x = upsample2x(x) if up else x
             noise = None
-            if self.cfg.noise and noise_keys is not None:
+            if cfg.noise and noise_keys is not None:
                 h, w = x.shape[1:3]
                 tag = x.shape[1] * 8 + j                                   # one stream per (resolution, layer)
                 noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, tag), (h, w, 1)))(noise_keys)
-            x = SPADEResBlock(fout, self.cfg, self.axis_name, name=role)(x, cond, train, noise)
+            x = SPADEResBlock(fout, cfg, self.axis_name, name=role)(x, cond, train, noise)
+        if self.last:
+            x = jnp.tanh(Conv(cfg.img_channels, 3, conv_impl=cfg.conv_impl, name="to_rgb")(lrelu(x)))
         return x
+
+    def _input(self, cond: Array, z: Array | None) -> Array:
+        cfg, n, s = self.cfg, cond.shape[0], self.cfg.start
+        top = 16 * cfg.ngf
+        if cfg.input == "cond":
+            return Conv(top, 3, conv_impl=cfg.conv_impl, name="in_conv")(resize_nearest(cond, (s, s)))
+        if z is None:
+            raise ValueError("this SPADE generator starts from z: pass z [N, z_dim]")
+        return Linear(top * s * s, name="in_fc")(z).reshape(n, top, s, s).transpose(0, 2, 3, 1)  # torch view order
 
 
 class Generator(nn.Module):
@@ -343,18 +364,12 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, cond: Array, z: Array | None = None, noise_keys: Array | None = None,
                  train: bool = False) -> Array:
-        cfg, n, s = self.cfg, cond.shape[0], self.cfg.start
-        top = 16 * cfg.ngf
-        if cfg.input == "z":
-            if z is None:
-                raise ValueError("this SPADE generator starts from z: pass z [N, z_dim]")
-            x = Linear(top * s * s, name="in_fc")(z).reshape(n, top, s, s).transpose(0, 2, 3, 1)  # torch view order
-        else:
-            x = Conv(top, 3, conv_impl=cfg.conv_impl, name="in_conv")(resize_nearest(cond, (s, s)))
-        for res, layers in cfg.blocks():
-            x = GenBlock(layers, cfg, self.axis_name, name=f"b{res}")(x, cond, train, noise_keys)
-        x = Conv(cfg.img_channels, 3, conv_impl=cfg.conv_impl, name="to_rgb")(lrelu(x))
-        return jnp.tanh(x)
+        plan = self.cfg.blocks()
+        x = None
+        for i, (res, layers) in enumerate(plan):
+            x = GenBlock(layers, self.cfg, self.axis_name, first=i == 0, last=i == len(plan) - 1,
+                         name=f"b{res}")(x, cond, z, train, noise_keys)
+        return x
 
 
 class Encoder(nn.Module):

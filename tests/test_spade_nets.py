@@ -283,13 +283,16 @@ def test_generator_tree_per_layout(layout, res, inp):
     v = shapes(cfg, "G")
     plan = LAYOUT_PLANS[layout, res]
     params = v["params"]
-    assert set(params) == set(plan) | {"in_fc" if inp == "z" else "in_conv", "to_rgb"}
-    assert {b: sorted(params[b]) for b in plan} == {b: sorted(r) for b, r in plan.items()}
+    # every G parameter sits in a block: the input layer in the first, to_rgb in the last (blends move them with it)
+    first, last = f"b{cfg.start}", f"b{res}"
+    extra = {first: ["in_fc" if inp == "z" else "in_conv"], last: ["to_rgb"]}
+    assert set(params) == set(plan)
+    assert {b: sorted(params[b]) for b in plan} == {b: sorted(r + extra.get(b, [])) for b, r in plan.items()}
     s, top = cfg.start, 16 * cfg.ngf
     if inp == "z":
-        assert params["in_fc"]["kernel"].shape == (cfg.z_dim, top * s * s)
+        assert params[first]["in_fc"]["kernel"].shape == (cfg.z_dim, top * s * s)
     else:
-        assert params["in_conv"]["kernel"].shape == (3, 3, 3, top)
+        assert params[first]["in_conv"]["kernel"].shape == (3, 3, 3, top)
     widths = {"head": (64, 64), "mid0": (64, 64), "mid1": (64, 64), "up0": (64, 32), "up1": (32, 16),
               "up2": (16, 8), "up3": (8, 4), "up4": (4, 2)}                  # 16, 16, 16, 8, 4, 2, 1, 0.5 ngf
     for b, roles in plan.items():
@@ -313,7 +316,7 @@ def test_generator_tree_per_layout(layout, res, inp):
             assert bs["norm0"]["mean"].shape == bs["norm0"]["var"].shape == (fin,)
             assert bs["norm1"]["var"].shape == (fmid,)
             assert sp["conv0"]["u"].shape == (fmid,) and sp["conv0"]["v"].shape == (fin * 9,)
-    assert params["to_rgb"]["kernel"].shape == (3, 3, widths[plan[f"b{res}"][0]][1], 3)
+    assert params[last]["to_rgb"]["kernel"].shape == (3, 3, widths[plan[last][0]][1], 3)
     assert set(v["batch_stats"]) == set(v["spectral"]) == set(plan)
     assert cfg.resolutions == tuple(int(b[1:]) for b in plan)
 
@@ -579,7 +582,7 @@ def test_generator_outputs_and_train_state():
     z = jnp.asarray(rs.randn(2, cfg.z_dim), jnp.float32)
     g = S.Generator(cfg)
     # a large to_rgb makes tanh saturate: outputs stay in [-1, 1]
-    v["params"]["to_rgb"]["kernel"] = v["params"]["to_rgb"]["kernel"] * 1e4
+    v["params"]["b32"]["to_rgb"]["kernel"] = v["params"]["b32"]["to_rgb"]["kernel"] * 1e4
 
     @jax.jit                                                  # one program for both modes (compile time)
     def train_then_eval(v, c, z):

@@ -236,7 +236,7 @@ def test_blend_swap_and_lerp_of_spade_files(files, capsys):
     counts = {"low": 0, "high": 0}
     for key, x in swapped.items():
         r = paths.resolution_of(key.split("/"))
-        side = "high" if r is not None and r >= 8 else "low"       # in_fc, to_rgb, previews: global, with LOW
+        side = "high" if r is not None and r >= 8 else "low"       # to_rgb with the top block; previews with LOW
         counts[side] += 1
         np.testing.assert_array_equal(x, (g_hi if side == "high" else g_lo)[key], err_msg=key)
         assert not np.array_equal(x, (g_lo if side == "high" else g_hi)[key]), key

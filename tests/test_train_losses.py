@@ -176,3 +176,42 @@ def test_masked_adam_never_moves_frozen_leaves():
         params = optax.apply_updates(params, upd)
     np.testing.assert_array_equal(np.asarray(params["b"]), np.ones(2))
     assert np.all(np.asarray(params["a"]) < 1.0)
+
+
+# ---- SPADE's losses (NVlabs/SPADE models/networks/loss.py) on hand-computed cases ------------------------------
+
+def test_hinge_losses_on_known_logits():
+    real = jnp.array([2.0, 0.5, -1.0])          # relu(1 - x): 0, 0.5, 2     -> mean 5/6
+    fake = jnp.array([-2.0, 0.0, 1.0])          # relu(1 + x): 0, 1, 2       -> mean 1
+    l_real, l_fake = losses.d_hinge(real, fake)
+    assert float(l_real) == pytest.approx(2.5 / 3) and float(l_fake) == pytest.approx(1.0)
+    assert float(losses.g_hinge(fake)) == pytest.approx(1.0 / 3)          # -mean(fake)
+
+
+def test_feature_matching_skips_the_logits_and_averages_scales():
+    f = [[jnp.full((1, 2), 1.0), jnp.full((1, 2), 5.0), jnp.zeros((1, 1))],
+         [jnp.full((1, 3), 2.0), jnp.full((1, 1), 9.0)]]
+    r = [[jnp.full((1, 2), 0.0), jnp.full((1, 2), 2.0), jnp.ones((1, 1)) * 100],
+         [jnp.full((1, 3), 0.0), jnp.full((1, 1), -9.0)]]
+    # scale 0: |1-0| + |5-2| = 4 (logits ignored); scale 1: |2-0| = 2; / 2 scales = 3
+    assert float(losses.feature_matching(f, r)) == pytest.approx(3.0)
+    g = jax.grad(lambda rr: losses.feature_matching(f, [[rr, r[0][1], r[0][2]], r[1]]))(r[0][0])
+    assert not np.any(np.asarray(g))                                     # the real features are detached
+
+
+def test_kld_is_a_sum_and_zero_at_the_prior():
+    assert float(losses.kld(jnp.zeros((4, 3)), jnp.zeros((4, 3)))) == 0.0
+    mu, logvar = jnp.array([[1.0, 0.0]]), jnp.array([[0.0, np.log(2.0)]])
+    # -0.5 * [(1 + 0 - 1 - 1) + (1 + log 2 - 0 - 2)] = -0.5 * (log 2 - 2)
+    assert float(losses.kld(mu, logvar)) == pytest.approx(-0.5 * (np.log(2.0) - 2.0))
+    assert float(losses.kld(jnp.tile(mu, (3, 1)), jnp.tile(logvar, (3, 1)))) == pytest.approx(
+        -1.5 * (np.log(2.0) - 2.0))                                       # batch of 3: 3x (a sum, not a mean)
+
+
+def test_perceptual_loss_weights_taps_and_detaches_the_target():
+    feats = lambda x: {"a": x * 2.0, "b": x[:, ::2] - 1.0}                  # noqa: E731  a tiny "backbone"
+    x, y = jnp.ones((2, 4)), jnp.zeros((2, 4))
+    # a: mean |2 - 0| = 2, weight 0.5; b: mean |0 - (-1)| = 1, weight 3 -> 1 + 3
+    assert float(losses.perceptual(feats, x, y, ("a", "b"), (0.5, 3.0))) == pytest.approx(4.0)
+    gy = jax.grad(lambda yy: losses.perceptual(feats, x, yy, ("a", "b"), (0.5, 3.0)))(y)
+    assert not np.any(np.asarray(gy))

@@ -10,7 +10,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "renderings (domain B), write the layer-swap grid at every resolution, project a "
                                    "held-out photo into A's W+ and render it through the blend; out/report.md "
                                    "describes every image.")
-    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("method", nargs="?", choices=["toonify", "spade"], default="toonify",
+                   help="toonify (default): the StyleGAN2 story above; spade: train a tiny SPADE on roughs of the "
+                        "bundled cartoon faces, paint held-out roughs and a photo's, fine-tune on a second look and "
+                        "blend the two by resolution")
+    p.add_argument("--out", help="output folder (default out/demo, or out/demo_spade for spade)")
     p.add_argument("--steps-a", type=int, help="training steps on domain A (default: the demo's, see README)")
     p.add_argument("--steps-b", type=int, help="fine-tuning steps on domain B (default: the demo's)")
     p.add_argument("--project-steps", type=int, help="W+ projection steps (default: the demo's)")
@@ -22,8 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.method == "spade":
+        from train.spade_demo import run_spade_demo
+
+        steps = {k: v for k, v in dict(steps_a=args.steps_a, steps_b=args.steps_b).items() if v is not None}
+        report = run_spade_demo(args.out or "out/demo_spade", seed=args.seed, overwrite=args.overwrite, **steps)
+        print(f"wrote {report}")
+        return 0
     from train.demo import run_demo
 
+    args.out = args.out or "out/demo"
     given = {k: v for k, v in dict(steps_a=args.steps_a, steps_b=args.steps_b,
                                    project_steps=args.project_steps).items() if v is not None}
     report = run_demo(args.out, swap=args.swap, seed=args.seed, overwrite=args.overwrite, **given)

@@ -42,7 +42,7 @@ class OptConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    freeze_g_res: int = 0             # freeze generator blocks b{R} with R <= this (and in_fc / in_conv); 0: none
+    freeze_g_res: int = 0             # freeze G blocks b{R} with R <= this (the first holds in_fc / in_conv); 0: none
 
 
 @dataclasses.dataclass(frozen=True)

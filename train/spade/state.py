@@ -46,11 +46,11 @@ def optimizers(hp: Hparams) -> tuple[optax.GradientTransformation, optax.Gradien
 
 
 def g_trainable(g_params: PyTree, freeze_g_res: int) -> PyTree:
-    """Fine-tuning mask (True = trainable): blocks b{R} with R <= freeze_g_res and the input layer are frozen."""
+    """Fine-tuning mask (True = trainable): blocks b{R} with R <= freeze_g_res (the first holds the input layer)
+    are frozen."""
     def trainable(path, _):
         res = paths.resolution_of(path)
-        return not freeze_g_res or (res is None and paths.key_name(path[0]) == "to_rgb") or \
-            (res is not None and res > freeze_g_res)
+        return res is None or res > freeze_g_res
     return jax.tree_util.tree_map_with_path(trainable, g_params)
 
 
