@@ -102,6 +102,9 @@ def blend_files(low: str, high: str, out: str, spec: BlendSpec, *, figure: str |
     arch, cfg, lo = registry.load(low)
     _, cfg_hi, hi = registry.load(high)
     registry.check_same_arch(cfg, cfg_hi, (str(lo.path), str(hi.path)))     # the output keeps LOW's config
+    if spec.mode == "toonify" and arch.name != "stylegan2":
+        raise ValueError(f"--toonify follows Pinkney's StyleGAN2 layer positions (const/conv0, conv1/torgb); "
+                         f"{lo.path} is a {arch.name!r} model: use --swap R (blocks from R up from HIGH)")
     g_lo, g_hi = registry.generator_of(arch, lo), registry.generator_of(arch, hi)
     names = (f"LOW {lo.path}", f"HIGH {hi.path}")
     g_out = spec.apply(g_lo, g_hi, names, arch.scope)

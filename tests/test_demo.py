@@ -72,3 +72,19 @@ def test_without_noise_zeroes_only_noise_strengths():
     cfg, z = preset("tiny"), z_from_seeds([0, 1], 32)
     np.testing.assert_array_equal(render(cfg, quiet, z), render(cfg, quiet, z, noise_mode="none"))
     assert np.any(render(cfg, g, z) != render(cfg, g, z, noise_mode="none"))
+
+
+SPADE_IMAGES = ("data.png", "paint_heldout.png", "paint_photo.png", "blend.png", "lerp.png")
+
+
+def test_spade_demo_reduced(tmp_path):
+    out = tmp_path / "spade"
+    assert main(["demo", "spade", "--out", str(out), "--steps-a", "2", "--steps-b", "2"]) == 0
+    text = (out / "report.md").read_text()
+    assert re.findall(r"!\[([^\]]+)\]", text) == list(SPADE_IMAGES)
+    for name in SPADE_IMAGES:
+        with Image.open(out / name) as im:
+            assert im.mode == "RGB" and min(im.size) >= 96 * 3
+    with Image.open(out / "blend.png") as im:     # rows: A, r = 2, 4, 8, 16, 32, B; 8 roughs: 98 px per cell
+        assert im.size == (2 + 8 * 98, 2 + 7 * 98)
+    assert "after 2 steps" in text

@@ -271,8 +271,8 @@ def test_blend_and_sample_bad_spade_input(files, capsys):
     out, low = files / "never_blend", files / "low"
     cases = [(("blend", low, files / "novae", "--swap", 8), r"different model configs \(vae: True vs False\)"),
              (("blend", low, files / "sg2", "--swap", 8), r"SPADEConfig model and .* a StyleGAN2Config one"),
-             (("blend", low, files / "high", "--toonify", 8),     # StyleGAN2's recipe: 4 px and up
-              r"Toonify positions need power-of-two block resolutions >= 4; got 1"),
+             (("blend", low, files / "high", "--toonify", 8),     # StyleGAN2's layer positions
+              r"--toonify follows Pinkney's StyleGAN2 layer positions .* a 'spade' model: use --swap R"),
              (("blend", low, files / "high", "--swap", 64),
               r"r_swap 64 is not a block resolution .* valid: \[1, 2, 4, 8, 16, 32\]")]
     for argv, message in cases:

@@ -17,7 +17,7 @@ from train.loop import run
 from train.parallel import build_step, make_mesh, put_batch, put_replicated, replicated, to_host
 
 QUIET = dict(progress=False, log=lambda s: None)
-TINY = ["loss.lambda_vgg=0", "model.ngf=2", "model.hidden=8", "model.z_dim=8", "model.ndf=4", "batch=8", "log_every=5", "keep=2",
+TINY = ["loss.lambda_vgg=0", "model.rough_size=64", "model.ngf=2", "model.hidden=8", "model.z_dim=8", "model.ndf=4", "batch=8", "log_every=5", "keep=2",
         "sample_seeds=4", "opt.g_lr=0.002", "opt.d_lr=0.002"]
 
 
@@ -182,3 +182,28 @@ def test_fine_tune_from_a_workdir_starts_from_its_networks(trained, pairs, tmp_p
     # One step of Adam at lr 2e-3 moves each weight by at most ~lr: B starts from A.
     for x, y in zip(jax.tree.leaves(g_a["params"]), jax.tree.leaves(g_b["params"])):
         assert np.max(np.abs(np.asarray(x) - np.asarray(y))) <= 5e-3
+
+
+def test_gafu_train_runs_spade_on_a_prepared_dataset_with_roughs(pairs, tmp_path, capsys):
+    """`gafu prepare-data folder --sketch` feeds `gafu train --config spade-tiny`: one command family."""
+    from PIL import Image
+
+    from nets import cli
+    src = tmp_path / "toons"
+    src.mkdir()
+    for i, img in enumerate(pairs.images[:16]):
+        Image.fromarray(img).save(src / f"{i:03d}.png")
+    data = tmp_path / "data"
+    assert cli.main(["prepare-data", "folder", str(src), "--out", str(data), "--resolution", "32", "--sketch",
+                     "--sketch-size", "64"]) == 0
+    wd = tmp_path / "run"
+    args = ["train", "--config", "spade-tiny", "--workdir", str(wd), "--data", str(data), "--no-progress",
+            "--steps", "2"] + [f"--set={o}" for o in TINY + ["sample_every=0"]]
+    assert cli.main(args) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    _, cfg, g = registry.load_generator(wd / "ema", "spade")
+    assert cfg.rough_size == 64 and g["previews"]["cond"].shape == (8, 32, 32, 3)
+    # the wrong conditioning feature is refused before anything compiles, naming it
+    assert cli.main(["train", "--config", "spade-tiny", "--workdir", str(tmp_path / "bad"), "--data", str(data),
+                     "--no-progress", "--steps", "1", "--set", "cond_feature=nope"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -102,7 +102,8 @@ def run_spade_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = ST
     note("paint_photo.png", show([np.concatenate([d["photo"][None], r[:5]]) for r in photo_rows]),
          "A photo in neither domain (scikit-image's astronaut, Eileen Collins, NASA): the photo, then its rough "
          "(top row), painted with 5 seeds by model A (middle) and model B (bottom). The rough is made by the "
-         "same function as the training roughs.")
+         "same function as the training roughs. The seeds paint alike: with the pixel L1 x 100 to one target "
+         "per rough, this small G learns to all but ignore z.")
 
     swaps = [r for r in cfg.resolutions if r > cfg.resolutions[0]]
     variants = [g_a] + [BlendSpec(mode="swap", resolution=r).apply(g_a, g_b, ("A", "B"), arch.scope)
@@ -112,7 +113,16 @@ def run_spade_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = ST
          f"Blending by resolution: model A (top row), model B fine-tuned from A for {steps_b} steps on look B "
          f"(bottom row), and between them blends with blocks below r from A and from r up from B, for "
          f"r = {', '.join(map(str, swaps))} (top to bottom); 8 held-out roughs, one seed each. Batch-norm and "
-         "spectral-norm statistics travel with their block's parent; previews with A.")
+         "spectral-norm statistics travel with their block's parent; previews with A. The two looks differ in "
+         f"colour only, and the colour is painted by the top block (b{RESOLUTION}: the last residual block and "
+         "to_rgb): every row that takes it from B paints in B's look, while the layout, shared by both, comes "
+         "through every row.")
+
+    alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+    lerps = [BlendSpec(mode="lerp", alpha=a).apply(g_a, g_b, ("A", "B"), arch.scope) for a in alphas]
+    note("lerp.png", show(list(figure.render_rows(lambda g: paint(g, d["test_rough"][:8]), lerps))),
+         f"Weight interpolation (ESRGAN-style lerp of every parameter; statistics picked from the larger share): "
+         f"share of B = {', '.join(map(str, alphas))} (top to bottom), the same 8 held-out roughs.")
 
     text = "# gafu demo spade\n\n" + "\n".join(lines) + f"\nTotal time {time.time() - t0:.0f} s.\n"
     images.atomic_write_bytes(out / "report.md", text.encode())
