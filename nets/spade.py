@@ -454,8 +454,8 @@ def _init_jit(fn):
 
 @functools.lru_cache(maxsize=16)
 def _init_fns(cfg: SPADEConfig):
-    """One jitted init per config (cached), compiled without backend optimisation. numpy dummies: jnp ones made while the first call is traced (e.g.
-    under jax.eval_shape) would be tracers cached in the closures."""
+    """One jitted init per config (cached), compiled without backend optimisation. numpy dummies: jnp ones made
+    while the first call is traced (e.g. under jax.eval_shape) would be tracers cached in the closures."""
     r = cfg.resolution
     cond = np.zeros((1, r, r, cfg.cond_channels), np.float32)
     img = np.zeros((1, r, r, cfg.img_channels), np.float32)

@@ -239,7 +239,7 @@ def test_collection_rules_pick_statistics_whole_and_average_params():
 def test_unknown_collection_is_named():
     a = {"params": {"b4": {"w": np.zeros(2, np.float32)}}, "cache": {"b4": {"k": np.zeros(2, np.float32)}}}
     with pytest.raises(paths.PathError, match=r"'cache/b4/k' is in collection 'cache', which has no blend rule; "
-                                              r"known collections: \['batch_stats', 'buffers', 'params', 'spectral'\]"):
+                                              r"known collections: \['batch_stats', 'buffers', 'params', 'previews', 'spectral'\]"):
         B.blend(a, a, 0.5)
 
 

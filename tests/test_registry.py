@@ -152,7 +152,7 @@ def test_second_family_errors_name_files_and_families(toy_files, tmp_path, capsy
     cfg = preset("tiny")
     sg = modelfile.save_model(tmp_path / "sg", {"G": init_generator(cfg, jax.random.key(0))}, cfg)
     rc, _, err = run(capsys, "blend", d / "m0", d / "m1", "--out", tmp_path / "x", "--toonify", 8)
-    assert rc == 2 and "Toonify-compatible mode knows StyleGAN2 generator layers" in err
+    assert rc == 2 and "--toonify follows Pinkney's StyleGAN2 layer positions" in err and "use --swap R" in err
     rc, _, err = run(capsys, "blend", sg, d / "m0", "--out", tmp_path / "x", "--swap", 8)
     assert rc == 2 and re.search(r"sg is a StyleGAN2Config model and .*m0 a ToyConfig one", err), err
     photo = images.write_png(tmp_path / "photo.png", np.full((8, 8, 3), 128, np.uint8))
@@ -167,8 +167,8 @@ def test_second_family_errors_name_files_and_families(toy_files, tmp_path, capsy
 
 def test_get_load_and_register():
     assert registry.get("stylegan2").config_cls.__name__ == "StyleGAN2Config" and "toy" in registry.names()
-    with pytest.raises(ValueError, match=r"unknown architecture 'spade'; known: stylegan2, toy"):
-        registry.get("spade")
+    with pytest.raises(ValueError, match=r"unknown architecture 'gnr'; known: spade, stylegan2, toy"):
+        registry.get("gnr")
     registry.register(TOY)                                                          # the same record: a no-op
     with pytest.raises(ValueError, match="'toy' is already registered"):
         registry.register(dataclasses.replace(TOY, generator="D"))
@@ -186,7 +186,7 @@ def test_load_checks_the_header(tmp_path):
     g = init_generator(cfg, jax.random.key(0))
     modelfile.save_model(tmp_path / "alien", {"G": g}, cfg, arch="stylegan3")
     with pytest.raises(modelfile.ModelFileError, match=r"alien has architecture 'stylegan3', which gafu does not "
-                                                       r"know \(known: stylegan2"):
+                                                       r"know \(known: spade, stylegan2"):
         registry.load(tmp_path / "alien")
     modelfile.save_model(tmp_path / "typo", {"G": g}, {**cfg.to_dict(), "resolution": "32"})
     with pytest.raises(modelfile.ModelFileError, match=r"typo: invalid stylegan2 config in gafu.json: config key "

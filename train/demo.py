@@ -71,10 +71,10 @@ def run_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = STEPS_B,
     base = demo_config(seed)
     run_a = run(base.replace(steps=steps_a, ckpt_every=max(steps_a, 1), sample_every=max(steps_a, 1)),
                 out / "train_A", data=ArraySource(a), progress=progress)
-    _check(run_a, "training on domain A")
+    check_run(run_a, "training on domain A")
     tune = base.replace(steps=steps_b, sample_every=max(steps_b, 1), ckpt_every=max(steps_b, 1),
                         init_from=str(out / "train_A"))
-    _check(run(tune, out / "train_B", data=ArraySource(b), progress=progress), "fine-tuning on domain B")
+    check_run(run(tune, out / "train_B", data=ArraySource(b), progress=progress), "fine-tuning on domain B")
 
     arch, cfg, g_a = registry.load_generator(out / "train_A" / "ema", "stylegan2")
     _, _, g_b = registry.load_generator(out / "train_B" / "ema", "stylegan2")
@@ -104,11 +104,17 @@ def run_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = STEPS_B,
          f"W+ projection into A ({project_steps} steps, LPIPS {res.projected.lpips_start:.3f} -> "
          f"{res.projected.lpips_final:.3f}) | the same latent rendered by the blend (blocks >= {swap} from B).")
 
-    text = "# gafu demo\n\n" + "\n".join(lines) + f"\nTotal time {time.time() - t0:.0f} s.\n"
+    return write_report(out, "gafu demo", lines, t0)
+
+
+def write_report(out: Path, title: str, lines: list[str], t0: float) -> Path:
+    """out/report.md (atomically): the title, one entry per image, the total time since t0."""
+    text = f"# {title}\n\n" + "\n".join(lines) + f"\nTotal time {time.time() - t0:.0f} s.\n"
     images.atomic_write_bytes(out / "report.md", text.encode())
     return out / "report.md"
 
 
-def _check(result: RunResult, what: str) -> None:
+def check_run(result: RunResult, what: str) -> None:
+    """A demo's training run must have finished; else one error naming the step, the status and the workdir."""
     if result.status != "done":
         raise ValueError(f"{what} stopped at step {result.step} ({result.status}); see {result.workdir}")

@@ -43,7 +43,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-FAMILIES = {"stylegan2": "train.stylegan2.recipe", "spade": "train.spade.recipe"}   # family name -> module defining RECIPE (imported on use)
+# family name -> module defining RECIPE (imported on use)
+FAMILIES = {"stylegan2": "train.stylegan2.recipe", "spade": "train.spade.recipe"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,8 @@ from interp.blend_files import BlendSpec
 from interp.paint import upscale_nearest
 from nets import images, registry, spade
 from train.config import TrainConfig, apply_overrides, preset
-from train.loop import RunResult, run
+from train.demo import check_run, write_report
+from train.loop import run
 
 RESOLUTION = 32
 ROUGH_SIZE = 64           # the rough maker's work size: 64 keeps the face layout at 32 px, ~15 ms per image
@@ -83,11 +84,11 @@ def run_spade_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = ST
     base = demo_config(seed)
     run_a = run(base.replace(steps=steps_a, ckpt_every=max(steps_a, 1), sample_every=max(steps_a, 1)),
                 out / "train_A", data=ArraySource(d["a"], sketch=d["rough"]), progress=progress)
-    _check(run_a, "training on look A")
+    check_run(run_a, "training on look A")
     run_b = run(base.replace(steps=steps_b, ckpt_every=max(steps_b, 1), sample_every=max(steps_b, 1),
                              init_from=str(out / "train_A")),
                 out / "train_B", data=ArraySource(d["b"], sketch=d["rough"]), progress=progress)
-    _check(run_b, "fine-tuning on look B")
+    check_run(run_b, "fine-tuning on look B")
     arch, cfg, g_a = registry.load_generator(out / "train_A" / "ema", "spade")
     _, _, g_b = registry.load_generator(out / "train_B" / "ema", "spade")
     seeds = list(range(len(d["test_rough"])))
@@ -124,11 +125,4 @@ def run_spade_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = ST
          f"Weight interpolation (ESRGAN-style lerp of every parameter; statistics picked from the larger share): "
          f"share of B = {', '.join(map(str, alphas))} (top to bottom), the same 8 held-out roughs.")
 
-    text = "# gafu demo spade\n\n" + "\n".join(lines) + f"\nTotal time {time.time() - t0:.0f} s.\n"
-    images.atomic_write_bytes(out / "report.md", text.encode())
-    return out / "report.md"
-
-
-def _check(result: RunResult, what: str) -> None:
-    if result.status != "done":
-        raise ValueError(f"{what} stopped at step {result.step} ({result.status}); see {result.workdir}")
+    return write_report(out, "gafu demo spade", lines, t0)
