@@ -17,7 +17,8 @@ from train.loop import run
 from train.parallel import build_step, make_mesh, put_batch, put_replicated, replicated, to_host
 
 QUIET = dict(progress=False, log=lambda s: None)
-TINY = ["loss.lambda_vgg=0", "model.rough_size=64", "model.ngf=2", "model.hidden=8", "model.z_dim=8", "model.ndf=4", "batch=8", "log_every=5", "keep=2",
+TINY = ["loss.lambda_vgg=0", "model.rough_size=64", "model.ngf=2", "model.hidden=8", "model.z_dim=8", "model.ndf=4",
+        "batch=8", "log_every=5", "keep=2",
         "sample_seeds=4", "opt.g_lr=0.002", "opt.d_lr=0.002"]
 
 
@@ -130,7 +131,8 @@ def test_the_export_is_a_spade_model_file_with_previews_of_the_run(trained, pair
     assert set(g) == {"params", "batch_stats", "spectral", "previews"}
     prev = np.asarray(g["previews"]["cond"])
     assert prev.shape == (8, 32, 32, 3) and prev.dtype == np.uint8
-    roughs = {r.tobytes() for r in pairs.features["sketch"]} | {r[:, ::-1].tobytes() for r in pairs.features["sketch"]}
+    sketches = pairs.features["sketch"]
+    roughs = {r.tobytes() for r in sketches} | {r[:, ::-1].tobytes() for r in sketches}
     assert all(p.tobytes() in roughs for p in prev)           # the run's own (possibly flipped) roughs
     imgs = arch.sample(cfg, g, [0, 1, 8])
     assert imgs.shape == (3, 32, 32, 3)
@@ -151,7 +153,8 @@ def test_inference_mode_matches_training_mode_on_the_trained_model(trained, pair
 
     @jax.jit                                                                  # one program for both modes
     def both(v, cond, z):
-        return G.apply(v, cond, z, train=False), G.apply(v, cond, z, train=True, mutable=["batch_stats", "spectral"])[0]
+        trained = G.apply(v, cond, z, train=True, mutable=["batch_stats", "spectral"])[0]
+        return G.apply(v, cond, z, train=False), trained
     infer, trainm = both(v, cond, z)
     diff = np.abs(np.asarray(infer) - np.asarray(trainm))
     print(f"inference vs training mode: mean |d| {diff.mean():.4f}, max {diff.max():.4f}")
