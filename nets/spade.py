@@ -242,6 +242,19 @@ class Conv(nn.Module):
         return w / sigma
 
 
+class ConvWeights(nn.Module):
+    """The parameters of a Conv without the conv (kernel [k,k,I,O] xavier, bias [O] zeros; Conv's names), for a
+    caller that runs several convs of one input as one."""
+    features: int
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[Array, Array]:
+        k = self.kernel
+        return (self.param("kernel", xavier(), (k, k, in_features, self.features)),
+                self.param("bias", nn.initializers.zeros, (self.features,)))
+
+
 class Linear(nn.Module):
     """nn.Linear with xavier init: kernel [in, out], bias [out]."""
     features: int
@@ -269,9 +282,14 @@ class SPADE(nn.Module):
         xn = instance_norm(x) if self.norm == "instance" else self._batch_norm(x, train)
         c = resize_nearest(cond, x.shape[1:3])
         a = nn.relu(Conv(self.hidden, self.kernel, conv_impl=self.conv_impl, name="shared")(c))
-        gamma = Conv(x.shape[-1], self.kernel, conv_impl=self.conv_impl, name="gamma")(a)
-        beta = Conv(x.shape[-1], self.kernel, conv_impl=self.conv_impl, name="beta")(a)
-        return xn * (1 + gamma) + beta
+        ch = x.shape[-1]
+        wg, bg = ConvWeights(ch, self.kernel, name="gamma")(self.hidden)
+        wb, bb = ConvWeights(ch, self.kernel, name="beta")(self.hidden)
+        # gamma and beta read the same activations: one conv with both kernels, twice as wide (on CPU a wide conv
+        # runs as Winograd matmuls, nets/layers.py), then split. Same numbers as two convs.
+        gb = conv2d(a, jnp.concatenate([wg, wb], axis=-1).astype(a.dtype), impl=self.conv_impl)
+        gb = gb + jnp.concatenate([bg, bb]).astype(gb.dtype).reshape(1, 1, 1, -1)          # [N,H,W,2C]
+        return xn * (1 + gb[..., :ch]) + gb[..., ch:]
 
     def _batch_norm(self, x: Array, train: bool) -> Array:
         c = x.shape[-1]
