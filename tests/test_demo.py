@@ -77,6 +77,22 @@ def test_without_noise_zeroes_only_noise_strengths():
 SPADE_IMAGES = ("data.png", "paint_heldout.png", "paint_photo.png", "blend.png", "lerp.png")
 
 
+def test_spade_demo_data_holds_faces_out_and_pairs_roughs_with_paintings():
+    from datasets.sketch import rough_sketch
+    from train.spade_demo import HELD_OUT, ROUGH_SIZE, VARIANTS, demo_config, demo_data
+
+    d = demo_data()
+    n_train = (100 - HELD_OUT) * VARIANTS
+    assert d["a"].shape == d["b"].shape == d["rough"].shape == (n_train, 32, 32, 3)
+    assert d["test_rough"].shape == d["test_a"].shape == (HELD_OUT, 32, 32, 3)
+    np.testing.assert_array_equal(d["rough"][5], rough_sketch(d["a"][5], ROUGH_SIZE))
+    held = {x.tobytes() for x in d["test_a"]}
+    assert not held & {x.tobytes() for x in d["a"]}                          # held-out faces are never trained on
+    cfg = demo_config()
+    assert cfg.family == "spade" and cfg.hparams.model.rough_size == ROUGH_SIZE and cfg.hparams.loss.lambda_vgg == 0
+
+
+@pytest.mark.slow
 def test_spade_demo_reduced(tmp_path):
     out = tmp_path / "spade"
     assert main(["demo", "spade", "--out", str(out), "--steps-a", "2", "--steps-b", "2"]) == 0
