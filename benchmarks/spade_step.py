@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -52,19 +53,24 @@ def main(argv: list[str] | None = None) -> dict:
     fn = build_step(rec.step, hp, cfg.parallel, devices)
     t0 = time.perf_counter()
     call = fn.lower(state, batch, seed, frozen).compile() if cfg.parallel == "shard_map" else fn
+    t_lower = time.perf_counter() - t0                                             # trace + compile (shard_map)
     jax.block_until_ready(call(state, batch, seed, frozen))                        # warm-up (pmap compiles here)
     t_compile = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(call(state, batch, seed, frozen))
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     res = {"config": args.config, "sets": args.set, "resolution": hp.model.resolution, "batch": cfg.batch,
            "num_devices": len(devices), "device": str(devices[0].device_kind), "init_s": round(t_init, 2),
+           "compile_s": round(t_lower, 2) if cfg.parallel == "shard_map" else None,
            "compile_and_first_s": round(t_compile, 2), "s_per_step": round(statistics.median(times), 3),
-           "all": [round(t, 3) for t in times]}
+           "all": [round(t, 3) for t in times], "cpu_s_per_step": round(statistics.median(cpu), 3),
+           "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
     print(f"{args.config} {hp.model.resolution}px batch {cfg.batch}: {res['s_per_step']:.3f} s/step "
-          f"(runs {res['all']}), compile + first step {t_compile:.1f} s")
+          f"(runs {res['all']}; process CPU {res['cpu_s_per_step']:.1f} s/step), compile + first step {t_compile:.1f} s, "
+          f"peak RSS {res['peak_rss_gb']:.1f} GB")
     print(json.dumps(res))
     return res
 
