@@ -2,6 +2,7 @@
 
     python benchmarks/stylize.py                  # 256 and 512 px: adam, lbfgs (no line search), lbfgs-zoom
     python benchmarks/stylize.py --cases 256:lbfgs --iters 10
+    python benchmarks/stylize.py --torch-python /path/to/venv/bin/python   # + the PyTorch reference, same run
 
 Loss: the Gatys preset's layers (relu4_2 content, relu1_1..relu5_1 styles, avg pool, TV) for both optimisers, so
 the optimiser is the only difference. Content chelsea, style hubble_deep_field (skimage), long side = the size.
@@ -9,6 +10,10 @@ Each case runs in a fresh subprocess (its own compile time and peak RSS): jit on
 `--iters` timed iterations; the median is reported. `lbfgs` is L-BFGS with unit steps (the gatys preset's
 default, as neural-style), one loss+gradient evaluation per iteration; `lbfgs-zoom` adds optax's zoom line search
 (the mean count of its steps per iteration is reported).
+
+With torch importable (or `--torch-python` naming an interpreter that has it: `pip install 'gafu[torch]'`), each
+adam / lbfgs case is followed by `benchmarks/stylize_torch.py` on an image of the same size (plain nn.Conv2d
+VGG-16, same loss), and the table gets its time and the ratio gafu / PyTorch.
 """
 from __future__ import annotations
 
@@ -65,16 +70,22 @@ def main() -> None:
     ap.add_argument("--cases", default="256:adam,256:lbfgs,256:lbfgs-zoom,512:adam,512:lbfgs,512:lbfgs-zoom",
                     help="comma-separated SIZE:OPT, OPT in adam | lbfgs | lbfgs-zoom")
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--torch-python", help="python with torch for the reference column (default: this one, "
+                                           "if it has torch)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         size, opt = args.one.split(":")
         print(json.dumps(run_case(int(size), opt, args.iters)))
         return
+    import importlib.util
+
     import jax
-    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs\n")
-    hdr = f"| {'case':<18} | {'image':>9} | {'s/iter':>7} | {'line-search steps/iter':>22} | {'compile s':>9} | " \
-          f"{'peak RSS MB':>11} |"
+    torch_py = args.torch_python or (sys.executable if importlib.util.find_spec("torch") else None)
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f}; PyTorch reference: {torch_py or 'none (no torch)'}\n")
+    hdr = f"| {'case':<18} | {'image':>9} | {'s/iter':>7} | {'PyTorch s/iter':>14} | {'gafu/PyTorch':>12} | " \
+          f"{'line-search steps/iter':>22} | {'compile s':>9} | {'peak RSS MB':>11} |"
     print(hdr)
     print("|" + "|".join("-" * len(c) for c in hdr.split("|")[1:-1]) + "|")
     for case in args.cases.split(","):
@@ -85,8 +96,23 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         ls = f"{r['linesearch_steps']:.1f}" if r["linesearch_steps"] is not None else "-"
+        ref = torch_time(torch_py, r["hw"], r["optimizer"], args.iters) if torch_py else None
+        ref_s, ratio = ("-", "-") if ref is None else (f"{ref:.3f}", f"{r['s_per_iter'] / ref:.2f}")
         print(f"| {r['size']:>4} px {r['optimizer']:<10} | {r['hw'][1]:>4}x{r['hw'][0]:<4} | {r['s_per_iter']:7.3f} | "
-              f"{ls:>22} | {r['compile_s']:9.1f} | {r['peak_rss_mb']:11.0f} |", flush=True)
+              f"{ref_s:>14} | {ratio:>12} | {ls:>22} | {r['compile_s']:9.1f} | {r['peak_rss_mb']:11.0f} |", flush=True)
+
+
+def torch_time(python: str, hw: list[int], optimizer: str, iters: int) -> float | None:
+    """stylize_torch.py's seconds per iteration on an image of the same size (None for lbfgs-zoom: no twin)."""
+    if optimizer not in ("adam", "lbfgs"):
+        return None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stylize_torch.py")
+    out = subprocess.run([python, script, "--size", f"{hw[0]}x{hw[1]}", "--optimizer", optimizer,
+                          "--iters", str(iters)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"PyTorch reference failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["s_per_iter"]
 
 
 if __name__ == "__main__":

@@ -147,12 +147,10 @@ def _winograd_fwd(x: Array, w: Array, m: int) -> tuple[Array, tuple[Array, Array
 
 def _winograd_bwd(m: int, res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     """dx is the same conv of dy with the flipped, channel-swapped kernel (a forward Winograd: no scatter of
-    strided taps as autodiff would do); dw is autodiff's weight gradient of the F(2x2) form (its cheapest)."""
+    strided taps as autodiff would do); dw is `winograd_weight_grad`."""
     x, w = res
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
-    dx = _winograd_raw(dy, w[::-1, ::-1].transpose(0, 1, 3, 2), m)
-    dw = jax.vjp(lambda w: _winograd_raw(x, w, 2), w)[1](dy)[0]
-    return dx, dw
+    return _winograd_raw(dy, w[::-1, ::-1].transpose(0, 1, 3, 2), m), winograd_weight_grad(x, dy)
 
 
 _winograd.defvjp(_winograd_fwd, _winograd_bwd)
@@ -163,20 +161,110 @@ def _winograd_raw(x: Array, w: Array, m: int) -> Array:
 
     Both 2-D transforms are small matmuls with kron(B^T, B^T) and kron(A^T, A^T): one pass over each operand,
     where separable sums would re-read the t*t tile arrays for every output."""
-    bt, g, at = (np.asarray(a, np.float32) for a in _WINOGRAD[m])
+    _, g, at = (np.asarray(a, np.float32) for a in _WINOGRAD[m])
     n, h, wd, i = x.shape
     o, t = w.shape[-1], m + 2
     th, tw = h // m, wd // m
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                                    # [N,H+2,W+2,I]
-    d = jnp.stack([lax.slice(xp, (0, a, b, 0), (n, a + m * (th - 1) + 1, b + m * (tw - 1) + 1, i), (1, m, m, 1))
-                   for a in range(t) for b in range(t)])                                 # [t*t,N,th,tw,I] tiles
-    u = jnp.einsum("kq,qnhwi->knhwi", jnp.asarray(np.kron(bt, bt), x.dtype), d).reshape(t * t, -1, i)  # B^T d B
+    u = _winograd_input_tiles(x, m).reshape(t * t, -1, i)                               # B^T d B: [t*t,P,I]
     gm = jnp.asarray(g, w.dtype)
     v = jnp.einsum("ai,ijco,bj->abco", gm, w, gm).reshape(t * t, i, o)                  # G w G^T
     mm = jnp.einsum("kpi,kio->kpo", u, v)                                               # [t*t,P,O]
     y = jnp.einsum("ak,kpo->apo", jnp.asarray(np.kron(at, at), x.dtype), mm)           # A^T M A: [m*m,P,O]
     y = y.reshape(m, m, n, th, tw, o).transpose(2, 3, 0, 4, 1, 5)                      # [N,th,m,tw,m,O]
     return y.reshape(n, h, wd, o)
+
+
+def _conv_same(x: Array, w: Array) -> Array:
+    """XLA's 'same' stride-1 correlation (on CPU a YNNPACK direct conv: near the machine's peak, forward and dx)."""
+    k = w.shape[0]
+    return lax.conv_general_dilated(x, w, (1, 1), [(k // 2, (k - 1) // 2)] * 2, dimension_numbers=_DN)
+
+
+def winograd_weight_grad(x: Array, dy: Array) -> Array:
+    """The weight gradient of a 'same' 3x3 stride-1 conv, sum_{n,h,w} xpad[n,h+a,w+b,i] dy[n,h,w,o], in the
+    F(4x4, 3x3) Winograd domain. x [N,H,W,I], dy [N,H,W,O] -> [3,3,I,O].
+
+    The transpose of the forward's three stages: dy's 4x4 output tiles go through A (kron(A, A)), the input's
+    6x6 tiles through B^T d B as in the forward, a batched matmul over the 36 tile positions contracts samples
+    and tiles (4x fewer multiplies than the direct sum), and G^T (.) G folds the 6x6 result back to 3x3.
+    XLA:CPU's own weight gradient is a conv with a map-sized kernel, 2-5x slower. H and W are zero-padded to
+    multiples of 4 (the padded outputs have dy = 0 and the padded inputs are the conv's own zero padding).
+    """
+    m, t = 4, 6
+    _, g, at = (np.asarray(a, np.float32) for a in _WINOGRAD[m])
+    n, h, wd, i = x.shape
+    o = dy.shape[-1]
+    ph, pw = -h % m, -wd % m
+    if ph or pw:
+        x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+        dy = jnp.pad(dy, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    th, tw = (h + ph) // m, (wd + pw) // m
+    u = _winograd_input_tiles(x, m).reshape(t * t, -1, i)                               # [36,P,I]
+    dyt = dy.reshape(n, th, m, tw, m, o).transpose(2, 4, 0, 1, 3, 5).reshape(m * m, -1, o)   # [16,P,O]
+    dm = jnp.einsum("ak,apo->kpo", jnp.asarray(np.kron(at, at), dy.dtype), dyt)         # [36,P,O]
+    dv = jnp.einsum("kpi,kpo->kio", u, dm).reshape(t, t, i, o)                          # [6,6,I,O]
+    gm = jnp.asarray(g, dv.dtype)
+    return jnp.einsum("ar,abio,bs->rsio", gm, dv, gm)
+
+
+# Where conv3x3 takes Winograd F(4x4) for the forward and dx, measured on CPU against YNNPACK's direct conv: maps
+# of at least 64x64 and convs at least this wide (in * out channels): 256^2 without weight gradients (1.3-1.8x
+# faster there: 8x64x64 512->512 0.43 s vs 0.72 s), 128^2 in a training step (fwd + dx + dw at batch 4: 256->128
+# at 128x128 0.39 s vs 0.42 s). Narrower convs and smaller maps are faster direct.
+WINOGRAD_MIN_PIXELS = 64 * 64
+WINOGRAD_MIN_WIDTH = {False: 256 * 256, True: 128 * 128}     # by: is w trained?
+
+
+def _winograd_wins(x: Array, w: Array, trained: bool) -> bool:
+    h, wd = x.shape[1:3]
+    return (h % 4 == 0 and wd % 4 == 0 and h * wd >= WINOGRAD_MIN_PIXELS
+            and w.shape[2] * w.shape[3] >= WINOGRAD_MIN_WIDTH[trained])
+
+
+@jax.custom_vjp
+def conv3x3(x: Array, w: Array) -> Array:
+    """'Same' 3x3 stride-1 correlation, each pass by its fastest CPU form. x [N,H,W,I], w [3,3,I,O] -> [N,H,W,O].
+
+    Forward and dx are XLA's conv (YNNPACK's direct conv, near the machine's peak), or Winograd F(4x4) for wide
+    convs on large maps (`_winograd_wins`). When w is trained, the weight gradient is `winograd_weight_grad`
+    (XLA's is a conv with a map-sized kernel, 2-5x slower). Gradients nobody asked for (dw in style transfer,
+    projection and VGG losses; dx of a first layer) are not formed. The backward is differentiable (double
+    backprop for R1). A custom VJP: no forward-mode autodiff (use conv_impl='xla').
+    """
+    return _winograd_raw(x, w, 4) if _winograd_wins(x, w, False) else _conv_same(x, w)
+
+
+def _conv3x3_fwd(xp, wp) -> tuple[Array, tuple]:
+    x, w = xp.value, wp.value
+    y = _winograd_raw(x, w, 4) if _winograd_wins(x, w, wp.perturbed) else _conv_same(x, w)
+    # which gradients are wanted, as residual structure (static in the backward): () yes, None no
+    return y, (x, w, () if xp.perturbed else None, () if wp.perturbed else None)
+
+
+def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
+    x, w, want_dx, want_dw = res
+    if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+        return None, None
+    dy = lax.optimization_barrier(dy)                                  # see `matmul`
+    wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
+    wino = _winograd_wins(x, w, want_dw is not None)
+    dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
+    dw = None if want_dw is None else winograd_weight_grad(x, dy)
+    return dx, dw
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
+
+
+def _winograd_input_tiles(x: Array, m: int) -> Array:
+    """B^T d B of every (m+2)^2 input tile (stride m, 'same' zero padding): [N,H,W,I] -> [t*t,N,H/m,W/m,I]."""
+    bt = np.asarray(_WINOGRAD[m][0], np.float32)
+    n, h, wd, i = x.shape
+    t, th, tw = m + 2, h // m, wd // m
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                                    # [N,H+2,W+2,I]
+    d = jnp.stack([lax.slice(xp, (0, a, b, 0), (n, a + m * (th - 1) + 1, b + m * (tw - 1) + 1, i), (1, m, m, 1))
+                   for a in range(t) for b in range(t)])                                 # [t*t,N,th,tw,I] tiles
+    return jnp.einsum("kq,qnhwi->knhwi", jnp.asarray(np.kron(bt, bt), x.dtype), d)
 
 
 def conv_transpose_polyphase(x: Array, w: Array) -> Array:
@@ -277,22 +365,33 @@ def conv1x1(x: Array, w: Array) -> Array:
     return matmul(x.reshape(n * h * wd, i), w[0, 0]).reshape(n, h, wd, -1)
 
 
-# 'auto' uses the matmul forms only for wide convs (in * out channels at least this): there they beat XLA:CPU's
-# conv, while narrow convs are cheap either way and XLA's own conv compiles ~4x faster (mostly the gradients).
+# 'auto' runs up/down convs as matmuls only when wide (in * out channels at least this): there they beat XLA:CPU's
+# conv, while narrow ones are cheap either way and XLA's own conv compiles ~4x faster (mostly the gradients).
 MATMUL_CONV_MIN_WIDTH = 128 * 128
 
 
-def _use_matmul_conv(w: Array, impl: str) -> bool:
-    """Whether a conv runs as matmuls (Winograd / polyphase) rather than XLA's conv: wide convs on CPU."""
+def _check_impl(impl: str) -> None:
     if impl not in ("auto", "xla", "winograd"):
         raise ValueError(f"conv_impl must be 'auto', 'xla' or 'winograd'; got {impl!r}")
+
+
+def _use_matmul_conv(w: Array, impl: str) -> bool:
+    """Whether an up/down conv runs as matmuls (polyphase / im2col) rather than XLA's conv: wide convs on CPU."""
+    _check_impl(impl)
     wide = w.shape[2] * w.shape[3] >= MATMUL_CONV_MIN_WIDTH
     return impl == "winograd" or (impl == "auto" and wide and jax.default_backend() == "cpu")
 
 
 def _use_winograd(x: Array, w: Array, impl: str) -> bool:
+    """conv_impl='winograd' only: under 'auto', conv3x3 chooses Winograd or XLA's conv for each pass itself."""
+    _check_impl(impl)
     fits = w.shape[:2] == (3, 3) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0         # F(2x2) at least
-    return _use_matmul_conv(w, impl) and fits
+    return impl == "winograd" and fits
+
+
+def _use_conv3x3(w: Array, impl: str) -> bool:
+    """3x3 stride-1 convs under 'auto' on CPU go through `conv3x3` (the fastest form of each pass)."""
+    return impl == "auto" and w.shape[:2] == (3, 3) and jax.default_backend() == "cpu"
 
 
 def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float] = FIR_1331,
@@ -300,9 +399,10 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
     """Plain (shared-kernel) conv with NV `conv2d_resample` semantics. x [N,H,W,I], w [k,k,I,O].
 
     up=2: transposed conv (stride 2, kernel used un-flipped as stored, like torch conv_transpose2d), then FIR
-    with pad 1 and gain 4. down=2: FIR blur then a stride-2 conv. Otherwise a 'same' correlation. With `impl`
-    'winograd' (or 'auto' on CPU, wide convs) these run as matmuls: polyphase up-conv, im2col stride-2 conv,
-    Winograd 3x3. 1x1 convs are always matmuls.
+    with pad 1 and gain 4. down=2: FIR blur then a stride-2 conv. Otherwise a 'same' correlation. `impl`:
+    'auto' on CPU runs wide up/down convs as matmuls (polyphase up-conv, im2col stride-2 conv) and every 3x3
+    stride-1 conv through `conv3x3`; 'winograd' forces the matmul forms everywhere (Winograd 3x3 included);
+    'xla' (and 'auto' off CPU) is XLA's conv. 1x1 convs are always matmuls.
     """
     k = w.shape[0]
     if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(w, impl):
@@ -329,7 +429,9 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
         return conv1x1(x, w)
     if _use_winograd(x, w, impl):
         return conv3x3_winograd(x, w)
-    return lax.conv_general_dilated(x, w, (1, 1), [(k // 2, (k - 1) // 2)] * 2, dimension_numbers=_DN)
+    if _use_conv3x3(w, impl):
+        return conv3x3(x, w)
+    return _conv_same(x, w)
 
 
 def modulated_conv2d(x: Array, w: Array, styles: Array, *, demodulate: bool = True, up: int = 1,

@@ -75,7 +75,7 @@ class SPADEConfig:
     num_d: int = 2                    # --num_D ('multiscale' only)
     enc_size: int = 256               # the encoder's input size (NVlabs resizes to 256 bilinearly)
     rough_size: int = 256             # working size of the rough maker the training data used (datasets/sketch.py)
-    conv_impl: str = "auto"           # 3x3 convs: 'auto' (Winograd on CPU for wide convs), 'xla', 'winograd'
+    conv_impl: str = "auto"           # 'auto' (per pass fastest on CPU, see layers.conv2d), 'xla', 'winograd'
     # Fields two blend parents may differ in: execution choices and D-only settings.
     BLEND_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"conv_impl", "disc", "d_layers", "num_d", "ndf"})
 
@@ -285,8 +285,8 @@ class SPADE(nn.Module):
         ch = x.shape[-1]
         wg, bg = ConvWeights(ch, self.kernel, name="gamma")(self.hidden)
         wb, bb = ConvWeights(ch, self.kernel, name="beta")(self.hidden)
-        # gamma and beta read the same activations: one conv with both kernels, twice as wide (on CPU a wide conv
-        # runs as Winograd matmuls, nets/layers.py), then split. Same numbers as two convs.
+        # gamma and beta read the same activations: one conv with both kernels, twice as wide (one pass over the
+        # activations, and on CPU a wide conv takes conv3x3's Winograd forms in training), then split.
         gb = conv2d(a, jnp.concatenate([wg, wb], axis=-1).astype(a.dtype), impl=self.conv_impl)
         gb = gb + jnp.concatenate([bg, bb]).astype(gb.dtype).reshape(1, 1, 1, -1)          # [N,H,W,2C]
         return xn * (1 + gb[..., :ch]) + gb[..., ch:]

@@ -43,7 +43,7 @@ class StyleGAN2Config:
     channel_max: int = 512
     img_channels: int = 3
     fused_modconv: bool = False       # grouped-conv modulated conv: parity tests / accelerators only
-    conv_impl: str = "auto"           # 3x3 convs: 'auto' (Winograd on CPU, XLA elsewhere), 'xla', 'winograd'
+    conv_impl: str = "auto"           # 'auto' (per pass fastest on CPU, see layers.conv2d), 'xla', 'winograd'
     conv_clamp: float | None = None   # 256 for models trained with stylegan2-ada-pytorch
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1

@@ -113,7 +113,7 @@ def normalize_input(x: Array, input_range: tuple[float, float] = (0.0, 1.0)) -> 
 
 
 def _conv(x: Array, kernel: Array, bias: Array) -> Array:
-    # 'same' 3x3 through the layer library: on CPU the wide layers (conv2_1 on) run as Winograd matmuls
+    # 'same' 3x3 through the layer library (conv3x3 on CPU: XLA's conv, the Winograd weight gradient if trained)
     y = layers.conv2d(x, kernel.astype(x.dtype))
     return y + bias.astype(x.dtype).reshape(1, 1, 1, -1)
 

@@ -206,10 +206,63 @@ def test_conv_impl_dispatch():
     x, w = jnp.zeros((1, 5, 5, 2)), jnp.zeros((3, 3, 2, 2))
     assert not layers._use_winograd(x, w, "winograd")          # odd size: falls back to XLA
     wide = jnp.zeros((3, 3, 128, 128))
-    assert layers._use_winograd(jnp.zeros((1, 4, 4, 128)), wide, "auto") == (jax.default_backend() == "cpu")
-    assert not layers._use_winograd(jnp.zeros((1, 4, 4, 2)), w, "auto")      # narrow: XLA's conv
+    assert layers._use_winograd(jnp.zeros((1, 4, 4, 128)), wide, "winograd")
+    assert not layers._use_winograd(jnp.zeros((1, 4, 4, 128)), wide, "auto")   # auto: conv3x3 decides per pass
+    assert layers._use_conv3x3(w, "auto") == (jax.default_backend() == "cpu")
+    assert not layers._use_conv3x3(w, "xla") and not layers._use_conv3x3(jnp.zeros((1, 1, 2, 2)), "auto")
     with pytest.raises(ValueError, match="conv_impl must be"):
         layers.conv2d(x, w, impl="cudnn")
+
+
+@pytest.mark.parametrize("h,w_", [(8, 8), (7, 10), (5, 3)])
+def test_winograd_weight_grad_matches_xla_on_any_size(rng, h, w_):
+    """F(4x4) weight gradient, zero-padded to multiples of 4 when the map is not."""
+    x = jnp.asarray(rng.standard_normal((2, h, w_, 3)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((2, h, w_, 5)), jnp.float32)
+    want = jax.vjp(lambda w: xla_conv(x, w), jnp.zeros((3, 3, 3, 5)))[1](dy)[0]
+    got = run(layers.winograd_weight_grad, x, dy)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4 * float(jnp.abs(want).max()))
+
+
+# (2, 64, 64, 128, 128) takes conv3x3's Winograd forward and dx when w is trained (_winograd_wins)
+@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 7), (1, 6, 10, 3, 4), (1, 7, 9, 3, 4), (2, 64, 64, 128, 128)])
+def test_conv3x3_matches_xla_for_every_gradient_combination(rng, shape):
+    n, h, w_, i, o = shape
+    x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, i, o)) / np.sqrt(9 * i), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((n, h, w_, o)), jnp.float32)
+    assert layers._winograd_wins(x, w, True) == (shape[1] == 64) and not layers._winograd_wins(x, w, False)
+    got, gx, gw = conv_and_grads(layers.conv3x3, x, w, ct)
+    ref, rx, rw = conv_and_grads(xla_conv, x, w, ct)
+    tol = lambda r: dict(atol=1e-4 * float(jnp.abs(r).max()), rtol=1e-4)       # noqa: E731
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), **tol(ref))
+    np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), **tol(rx))
+    np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), **tol(rw))
+    # x only (style transfer, LPIPS) and w only (a first layer on data): the other gradient is never formed
+    gx_only = jax.jit(jax.grad(lambda x: jnp.vdot(layers.conv3x3(x, w), ct)))(x)
+    np.testing.assert_allclose(np.asarray(gx_only), np.asarray(rx), **tol(rx))
+    gw_only = jax.jit(jax.grad(lambda w: jnp.vdot(layers.conv3x3(x, w), ct)))(w)
+    np.testing.assert_allclose(np.asarray(gw_only), np.asarray(rw), **tol(rw))
+    assert "convolution" in jax.jit(layers.conv3x3).lower(x, w).as_text()   # no gradient: XLA's conv itself
+
+
+def test_conv3x3_takes_winograd_for_wide_convs_on_large_maps(rng):
+    x = jnp.asarray(rng.standard_normal((1, 64, 64, 256)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 256, 256)) / 48.0, jnp.float32)
+    assert layers._winograd_wins(x, w, False)
+    assert "convolution" not in jax.jit(layers.conv3x3).lower(x, w).as_text()
+    ct = jnp.asarray(rng.standard_normal((1, 64, 64, 256)), jnp.float32)
+    for a, b in zip(conv_and_grads(layers.conv3x3, x, w, ct), conv_and_grads(xla_conv, x, w, ct)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4 * float(jnp.abs(b).max()))
+
+
+def test_conv3x3_second_order_gradients_match_xla(rng):
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+    for a, b in zip(r1_grads(layers.conv3x3, x, w, ct), r1_grads(xla_conv, x, w, ct)):
+        b = np.asarray(b)
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
 
 
 def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
