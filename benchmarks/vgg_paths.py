@@ -15,17 +15,7 @@ import os
 import sys
 import time
 
-
-def _median_time(fn, *args, repeats: int) -> float:
-    import jax
-    import numpy as np
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+from project import _timed        # benchmarks/project.py: median of timed calls after one warm-up
 
 
 def lpips_grad_s(size: int, repeats: int) -> float:
@@ -39,7 +29,7 @@ def lpips_grad_s(size: int, repeats: int) -> float:
     x, y = (jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)), jnp.float32) for _ in range(2))
     target = jax.jit(lpips.lpips_features)(p, y)
     grad = jax.jit(jax.grad(lambda x, p, t: lpips.lpips_from_features(p, lpips.lpips_features(p, x), t)[0]))
-    return _median_time(grad, x, p, target, repeats=repeats)
+    return _timed(grad, x, p, target, repeats=repeats)
 
 
 def dfi_images_per_s(k: int, size: int, repeats: int) -> float:

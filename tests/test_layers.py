@@ -256,15 +256,6 @@ def test_conv3x3_takes_winograd_for_wide_convs_on_large_maps(rng):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-4 * float(jnp.abs(b).max()))
 
 
-def test_conv3x3_second_order_gradients_match_xla(rng):
-    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
-    ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
-    for a, b in zip(r1_grads(layers.conv3x3, x, w, ct), r1_grads(xla_conv, x, w, ct)):
-        b = np.asarray(b)
-        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
-
-
 def test_polyphase_upconv_matches_dilated_conv_and_gradients(rng):
     x = jnp.asarray(rng.standard_normal((2, 5, 6, 4)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 4, 3)), jnp.float32)
@@ -321,12 +312,13 @@ def test_strided_conv_gradient_is_the_polyphase_transposed_conv(rng, h, w_):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-5)
 
 
-def test_winograd_second_order_gradients_match_xla(rng):
+@pytest.mark.parametrize("conv", [layers.conv3x3_winograd, layers.conv3x3], ids=["winograd", "conv3x3"])
+def test_custom_vjp_convs_second_order_gradients_match_xla(rng, conv):
     """R1 and path length differentiate the conv twice: the custom backward must itself differentiate right."""
     x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
-    for a, b in zip(r1_grads(layers.conv3x3_winograd, x, w, ct), r1_grads(xla_conv, x, w, ct)):
+    for a, b in zip(r1_grads(conv, x, w, ct), r1_grads(xla_conv, x, w, ct)):
         b = np.asarray(b)
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
 
