@@ -221,22 +221,44 @@ def _winograd_wins(x: Array, w: Array, trained: bool) -> bool:
             and w.shape[2] * w.shape[3] >= WINOGRAD_MIN_WIDTH[trained])
 
 
+# Maps this small (pixels per image) take conv3x3's im2col matmul for every pass, 256 when w is trained: there
+# XLA:CPU leaves YNNPACK for a generic conv (1x2x2 512->512 forward + dx 30 ms vs 0.6 ms as a matmul), and the
+# kernel flip its dx needs is a transposing copy of the whole weight, while the matmul's dx reads w as stored.
+IM2COL_MAX_PIXELS = {False: 8 * 8, True: 16 * 16}                 # by: is w trained?
+
+
+def _im2col_wins(x: Array, trained: bool) -> bool:
+    return x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS[trained]
+
+
+def _conv_im2col_same(x: Array, w: Array) -> Array:
+    return conv_im2col(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), w, 1)
+
+
+def _conv3x3_pass(x: Array, w: Array, trained: bool) -> Array:
+    """The forward of conv3x3 in the form that wins for this shape (differentiable by autodiff)."""
+    if _im2col_wins(x, trained):
+        return _conv_im2col_same(x, w)
+    return _winograd_raw(x, w, 4) if _winograd_wins(x, w, trained) else _conv_same(x, w)
+
+
 @jax.custom_vjp
 def conv3x3(x: Array, w: Array) -> Array:
     """'Same' 3x3 stride-1 correlation, each pass by its fastest CPU form. x [N,H,W,I], w [3,3,I,O] -> [N,H,W,O].
 
-    Forward and dx are XLA's conv (YNNPACK's direct conv, near the machine's peak), or Winograd F(4x4) for wide
-    convs on large maps (`_winograd_wins`). When w is trained, the weight gradient is `winograd_weight_grad`
-    (XLA's is a conv with a map-sized kernel, 2-5x slower). Gradients nobody asked for (dw in style transfer,
-    projection and VGG losses; dx of a first layer) are not formed. The backward is differentiable (double
-    backprop for R1). A custom VJP: no forward-mode autodiff (use conv_impl='xla').
+    Forward and dx are XLA's conv (YNNPACK's direct conv, near the machine's peak), Winograd F(4x4) for wide
+    convs on large maps (`_winograd_wins`), or one im2col matmul on small maps (`_im2col_wins`). When w is
+    trained, the weight gradient is `winograd_weight_grad` (XLA's is a conv with a map-sized kernel, 2-5x
+    slower), or the im2col matmul's. Gradients nobody asked for (dw in style transfer, projection and VGG
+    losses; dx of a first layer) are not formed. The backward is differentiable (double backprop for R1).
+    A custom VJP: no forward-mode autodiff (use conv_impl='xla').
     """
-    return _winograd_raw(x, w, 4) if _winograd_wins(x, w, False) else _conv_same(x, w)
+    return _conv3x3_pass(x, w, False)
 
 
 def _conv3x3_fwd(xp, wp) -> tuple[Array, tuple]:
     x, w = xp.value, wp.value
-    y = _winograd_raw(x, w, 4) if _winograd_wins(x, w, wp.perturbed) else _conv_same(x, w)
+    y = _conv3x3_pass(x, w, wp.perturbed)
     # which gradients are wanted, as residual structure (static in the backward): () yes, None no
     return y, (x, w, () if xp.perturbed else None, () if wp.perturbed else None)
 
@@ -245,11 +267,15 @@ def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
     x, w, want_dx, want_dw = res
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
         return None, None
+    trained = want_dw is not None
+    if _im2col_wins(x, trained):                                       # small maps: autodiff of the matmul form
+        dx, dw = jax.vjp(_conv_im2col_same, x, w)[1](dy)
+        return (None if want_dx is None else dx), (dw if trained else None)
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
     wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    wino = _winograd_wins(x, w, want_dw is not None)
+    wino = _winograd_wins(x, w, trained)
     dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
-    dw = None if want_dw is None else winograd_weight_grad(x, dy)
+    dw = winograd_weight_grad(x, dy) if trained else None
     return dx, dw
 
 

@@ -224,8 +224,10 @@ def test_winograd_weight_grad_matches_xla_on_any_size(rng, h, w_):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4 * float(jnp.abs(want).max()))
 
 
-# (2, 64, 64, 128, 128) takes conv3x3's Winograd forward and dx when w is trained (_winograd_wins)
-@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 7), (1, 6, 10, 3, 4), (1, 7, 9, 3, 4), (2, 64, 64, 128, 128)])
+# (2, 64, 64, 128, 128) takes conv3x3's Winograd forward and dx when w is trained (_winograd_wins); maps up to
+# 8x8 (16x16 with w trained) take the im2col matmul (_im2col_wins); (1, 24, 20, 3, 4) takes XLA's conv
+@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 7), (1, 6, 10, 3, 4), (1, 7, 9, 3, 4), (2, 64, 64, 128, 128),
+                                   (1, 24, 20, 3, 4), (2, 2, 2, 6, 5)])
 def test_conv3x3_matches_xla_for_every_gradient_combination(rng, shape):
     n, h, w_, i, o = shape
     x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
@@ -243,7 +245,7 @@ def test_conv3x3_matches_xla_for_every_gradient_combination(rng, shape):
     np.testing.assert_allclose(np.asarray(gx_only), np.asarray(rx), **tol(rx))
     gw_only = jax.jit(jax.grad(lambda w: jnp.vdot(layers.conv3x3(x, w), ct)))(w)
     np.testing.assert_allclose(np.asarray(gw_only), np.asarray(rw), **tol(rw))
-    assert "convolution" in jax.jit(layers.conv3x3).lower(x, w).as_text()   # no gradient: XLA's conv itself
+    assert ("convolution" in jax.jit(layers.conv3x3).lower(x, w).as_text()) == (h * w_ > 64)   # no gradient
 
 
 def test_conv3x3_takes_winograd_for_wide_convs_on_large_maps(rng):
@@ -312,12 +314,13 @@ def test_strided_conv_gradient_is_the_polyphase_transposed_conv(rng, h, w_):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("conv", [layers.conv3x3_winograd, layers.conv3x3], ids=["winograd", "conv3x3"])
-def test_custom_vjp_convs_second_order_gradients_match_xla(rng, conv):
+@pytest.mark.parametrize("conv,size", [(layers.conv3x3_winograd, 8), (layers.conv3x3, 8), (layers.conv3x3, 20)],
+                         ids=["winograd", "conv3x3-im2col", "conv3x3-xla"])
+def test_custom_vjp_convs_second_order_gradients_match_xla(rng, conv, size):
     """R1 and path length differentiate the conv twice: the custom backward must itself differentiate right."""
-    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, size, size, 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
-    ct = jnp.asarray(rng.standard_normal((2, 8, 8, 4)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, size, size, 4)), jnp.float32)
     for a, b in zip(r1_grads(conv, x, w, ct), r1_grads(xla_conv, x, w, ct)):
         b = np.asarray(b)
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-4 * np.abs(b).max(), rtol=1e-4)
