@@ -95,6 +95,15 @@ def enable_compile_cache(path: str) -> str:
     return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
+def disable_compile_cache() -> None:
+    """No persistent compilation cache for this process, even one set by JAX_COMPILATION_CACHE_DIR."""
+    if "jax" in sys.modules:
+        import jax
+        jax.config.update("jax_enable_compilation_cache", False)
+    else:
+        os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+
+
 def is_user_error(e: BaseException) -> bool:
     """Is `e` a failure of the user's input (reported in one line), rather than a bug (shown as a traceback)?"""
     return (isinstance(e, USER_ERRORS) or type(e) is Exception
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = None if args.no_compile_cache else compile_cache_dir()
     if cache:
         enable_compile_cache(cache)
+    else:
+        disable_compile_cache()
     try:
         rc = args.func(args)
     except Exception as e:

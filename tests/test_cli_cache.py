@@ -31,10 +31,13 @@ def test_a_cache_folder_set_by_the_caller_is_kept(tmp_path):
     assert jax.config.jax_compilation_cache_dir == before and not (tmp_path / "other").exists()
 
 
-def gafu(*argv: str, cache: Path | None, out: Path) -> subprocess.Popen:
-    """`gafu ARGV --out OUT` in a fresh process, with GAFU_COMPILE_CACHE=cache (0 when None)."""
+def gafu(*argv: str, cache: Path | None, out: Path, jax_dir: Path | None = None) -> subprocess.Popen:
+    """`gafu ARGV --out OUT` in a fresh process, with GAFU_COMPILE_CACHE=cache (0 when None) and optionally
+    JAX_COMPILATION_CACHE_DIR=jax_dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env["GAFU_COMPILE_CACHE"] = str(cache) if cache else "0"
+    if jax_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(jax_dir)
     code = f"import sys; from nets.cli import main; sys.exit(main({list(argv) + ['--out', str(out)]!r}))"
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -66,8 +69,8 @@ def test_two_processes_share_the_cache_and_a_rerun_hits_it(tmp_path):
 
 def test_no_compile_cache_writes_nothing(tmp_path):
     cache = tmp_path / "cache"
-    env_off = gafu(*SAMPLE, cache=None, out=tmp_path / "a.png")
+    env_off = gafu(*SAMPLE, cache=None, out=tmp_path / "a.png", jax_dir=tmp_path / "jax")
     flag_off = gafu("--no-compile-cache", *SAMPLE, cache=cache, out=tmp_path / "b.png")
     finish(env_off)
     finish(flag_off)
-    assert not cache.exists() and (tmp_path / "b.png").is_file()
+    assert not cache.exists() and not entries(tmp_path / "jax") and (tmp_path / "b.png").is_file()
