@@ -150,7 +150,7 @@ def _winograd_bwd(m: int, res: tuple[Array, Array], dy: Array) -> tuple[Array, A
     strided taps as autodiff would do); dw is `winograd_weight_grad`."""
     x, w = res
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
-    return _winograd_raw(dy, w[::-1, ::-1].transpose(0, 1, 3, 2), m), winograd_weight_grad(x, dy)
+    return _winograd_raw(dy, _dx_kernel(w), m), winograd_weight_grad(x, dy)
 
 
 _winograd.defvjp(_winograd_fwd, _winograd_bwd)
@@ -172,6 +172,11 @@ def _winograd_raw(x: Array, w: Array, m: int) -> Array:
     y = jnp.einsum("ak,kpo->apo", jnp.asarray(np.kron(at, at), x.dtype), mm)           # A^T M A: [m*m,P,O]
     y = y.reshape(m, m, n, th, tw, o).transpose(2, 3, 0, 4, 1, 5)                      # [N,th,m,tw,m,O]
     return y.reshape(n, h, wd, o)
+
+
+def _dx_kernel(w: Array) -> Array:
+    """The kernel whose 'same' correlation with dy is a 'same' stride-1 conv's dx: flipped, in/out swapped."""
+    return w[::-1, ::-1].transpose(0, 1, 3, 2)
 
 
 def _conv_same(x: Array, w: Array) -> Array:
@@ -272,7 +277,7 @@ def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
         dx, dw = jax.vjp(_conv_im2col_same, x, w)[1](dy)
         return (None if want_dx is None else dx), (dw if trained else None)
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
-    wt = w[::-1, ::-1].transpose(0, 1, 3, 2)
+    wt = _dx_kernel(w)
     wino = _winograd_wins(x, w, trained)
     dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
     dw = winograd_weight_grad(x, dy) if trained else None
