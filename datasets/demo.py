@@ -84,14 +84,30 @@ def _blur(x: np.ndarray, passes: int) -> np.ndarray:
     return x
 
 
-def _check_colours(name: str, colours: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """`colours` as float32 of `shape` with RGB values in [0, 255], else ValueError naming `name`."""
+def _check_colours(name: str, colours: np.ndarray, shape: tuple[int, ...], owner: str = "toonify_render"
+                   ) -> np.ndarray:
+    """`colours` as float32 of `shape` with RGB values in [0, 255], else ValueError naming `owner` and `name`."""
     c = np.asarray(colours, np.float32)
     if c.shape != shape:
-        raise ValueError(f"toonify_render {name} must have shape {list(shape)} (RGB); got {list(c.shape)}")
+        raise ValueError(f"{owner} {name} must have shape {list(shape)} (RGB); got {list(c.shape)}")
     if not np.all((c >= 0) & (c <= 255)):                          # the comparison also refuses NaN
-        raise ValueError(f"toonify_render {name} must be RGB values in [0, 255]; got {c.tolist()}")
+        raise ValueError(f"{owner} {name} must be RGB values in [0, 255]; got {c.tolist()}")
     return c
+
+
+def _stretched_luminance(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,H,W,3] -> float32 [N,H,W] luminance in [0, 1], per-image contrast stretch (2nd..98th percentile)
+    so every face uses the whole tone range."""
+    lum = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)       # [N,H,W]
+    lo = np.percentile(lum, 2, axis=(1, 2), keepdims=True)
+    hi = np.percentile(lum, 98, axis=(1, 2), keepdims=True)
+    return np.clip((lum - lo) / np.maximum(hi - lo, 1.0), 0.0, 1.0)
+
+
+def _ink_lines(lum: np.ndarray, scale: int) -> np.ndarray:
+    """bool [N,H,W]: where the lightly smoothed image is darker than its wide surround (a difference of blurs, as
+    in XDoG): eyes, brows, mouth, contours. `scale` (>= 1) grows the blurs with the resolution."""
+    return (_blur(lum, scale) - _blur(lum, 4 * scale)) < -0.08
 
 
 def toonify_render(images: np.ndarray, palette: np.ndarray = TOON_PALETTE, ink: np.ndarray = INK) -> np.ndarray:
@@ -110,15 +126,10 @@ def toonify_render(images: np.ndarray, palette: np.ndarray = TOON_PALETTE, ink: 
     ink_rgb = _check_colours("ink", ink, (3,))
     n, h, w, _ = images.shape
     scale = max(1, h // 32)                                   # blur passes grow with resolution
-    lum = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)       # [N,H,W]
-    lo = np.percentile(lum, 2, axis=(1, 2), keepdims=True)
-    hi = np.percentile(lum, 98, axis=(1, 2), keepdims=True)
-    lum = np.clip((lum - lo) / np.maximum(hi - lo, 1.0), 0.0, 1.0)
+    lum = _stretched_luminance(images)                                                   # [N,H,W]
     tone = np.digitize(_blur(lum, 3 * scale), TOON_THRESHOLDS)                           # [N,H,W] in 0..2
     rgb = palette[tone]                                                                  # [N,H,W,3]
-    # Ink where the lightly smoothed image is darker than its wide surround: eyes, brows, mouth, contours.
-    lines = (_blur(lum, scale) - _blur(lum, 4 * scale)) < -0.08                          # [N,H,W]
-    rgb = np.where(lines[..., None], ink_rgb, rgb)
+    rgb = np.where(_ink_lines(lum, scale)[..., None], ink_rgb, rgb)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
