@@ -10,6 +10,7 @@ biases are stored raw and used as bias * lr_mul.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Literal, Sequence
 
 import flax.linen as nn
@@ -398,19 +399,25 @@ def conv1x1(x: Array, w: Array) -> Array:
 
 # 'auto' runs up/down convs as matmuls only when wide (in * out channels at least this): there they beat XLA:CPU's
 # conv, while narrow ones are cheap either way and XLA's own conv compiles ~4x faster (mostly the gradients).
-MATMUL_CONV_MIN_WIDTH = 128 * 128
-
-
 def _check_impl(impl: str) -> None:
     if impl not in ("auto", "xla", "winograd"):
         raise ValueError(f"conv_impl must be 'auto', 'xla' or 'winograd'; got {impl!r}")
 
 
-def _use_matmul_conv(w: Array, impl: str) -> bool:
-    """Whether an up/down conv runs as matmuls (polyphase / im2col) rather than XLA's conv: wide convs on CPU."""
+MATMUL_DOWN_MIN_WIDTH = 128 * 128
+
+
+def _use_matmul_conv(w: Array, impl: str, up: bool) -> bool:
+    """Whether an up/down 3x3 conv runs as matmuls (polyphase / im2col) rather than XLA's conv, on CPU: every
+    up-conv, and down-convs of in * out >= 128^2. XLA:CPU's forward of a narrow up-conv is up to 1.3x faster, but
+    the weight gradient of its lhs-dilated conv takes a generic path 12-15x slower than the polyphase form's
+    (16x16x64 -> 32 ch: 79 vs 5 ms; 128x128x128 -> 64 ch: 13.7 vs 1.1 s). Narrow stride-2 convs are as fast in
+    XLA for dw and faster for dx (R1, the G loss through D)."""
     _check_impl(impl)
-    wide = w.shape[2] * w.shape[3] >= MATMUL_CONV_MIN_WIDTH
-    return impl == "winograd" or (impl == "auto" and wide and jax.default_backend() == "cpu")
+    if impl != "auto":
+        return impl == "winograd"
+    wide = up or w.shape[2] * w.shape[3] >= MATMUL_DOWN_MIN_WIDTH
+    return wide and jax.default_backend() == "cpu"
 
 
 def _use_winograd(x: Array, w: Array, impl: str) -> bool:
@@ -431,12 +438,12 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
 
     up=2: transposed conv (stride 2, kernel used un-flipped as stored, like torch conv_transpose2d), then FIR
     with pad 1 and gain 4. down=2: FIR blur then a stride-2 conv. Otherwise a 'same' correlation. `impl`:
-    'auto' on CPU runs wide up/down convs as matmuls (polyphase up-conv, im2col stride-2 conv) and every 3x3
+    'auto' on CPU runs up-convs and wide down-convs as matmuls (polyphase up-conv, im2col stride-2 conv) and every 3x3
     stride-1 conv through `conv3x3`; 'winograd' forces the matmul forms everywhere (Winograd 3x3 included);
     'xla' (and 'auto' off CPU) is XLA's conv. 1x1 convs are always matmuls.
     """
     k = w.shape[0]
-    if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(w, impl):
+    if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(w, impl, up=True):
         # Same as below; the zero last row/column of the polyphase result stands in for the FIR's right pad.
         return upfirdn2d(conv_transpose_polyphase(x, w), f, pad=(1, 0, 1, 0), gain=4.0)
     if up == 2 and down == 1:
@@ -451,7 +458,7 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
         p0 = k // 2 + (len(f) - 2 + 1) // 2
         p1 = k // 2 + (len(f) - 2) // 2
         x = upfirdn2d(x, f, pad=(p0, p1, p0, p1))
-        if k == 3 and _use_matmul_conv(w, impl):
+        if k == 3 and _use_matmul_conv(w, impl, up=False):
             return conv3x3_s2(x, w)
         return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN)
     if up != 1 or down != 1:
@@ -528,6 +535,13 @@ def minibatch_std(x: Array, group_size: int = 4, num_channels: int = 1) -> Array
     return jnp.concatenate([x, y], axis=-1)
 
 
+def group_feature_std(x: Array, eps: float = 1e-8) -> Array:
+    """Per-feature standard deviation inside each group: x [G,g,...,F] -> [G,...,F], sqrt(biased var over g + eps)
+    (GANsNRoses' diversity head and FCMinibatchStd). The group axis is explicit, so a group's statistic never
+    mixes in other groups, however the batch is laid out over devices."""
+    return jnp.sqrt(jnp.var(x.astype(jnp.float32), axis=1) + eps)
+
+
 def inject_noise(x: Array, strength: Array, noise_mode: NoiseMode, const: Array | None = None,
                  key: Array | None = None) -> Array:
     """x + strength * noise with noise [N,H,W,1] broadcast over channels (added before bias and activation).
@@ -600,6 +614,24 @@ class Conv2d(nn.Module):
         return bias_act(x, b, self.act, gain=act_gain, clamp=clamp)
 
 
+def d_res_body(x: Array, tmp: int, out: int, *, down: bool = True, clamp: float | None = None,
+               conv_impl: str = "auto") -> Array:
+    """The residual discriminator block (NV DiscriminatorBlock 'resnet'; rosinality / GANsNRoses ResBlock), made
+    inside the calling module's compact method, so its layers are that module's children: conv0 3x3 -> tmp,
+    conv1 3x3 -> out (stride 2 after the FIR blur when `down`), skip 1x1 without bias (also down), or the identity
+    when the block neither downsamples nor changes width; returns (branch + skip) * sqrt(0.5). [N,H,W,I] ->
+    [N,H/2,W/2,out] (or [N,H,W,out])."""
+    g, d = math.sqrt(0.5), 2 if down else 1
+    kw = dict(clamp=clamp, conv_impl=conv_impl)
+    if down or x.shape[-1] != out:
+        y = Conv2d(out, kernel=1, use_bias=False, down=d, gain=g, name="skip")(x)
+    else:
+        y = x * g
+    x = Conv2d(tmp, kernel=3, act="lrelu", name="conv0", **kw)(x)
+    x = Conv2d(out, kernel=3, act="lrelu", down=d, gain=g, name="conv1", **kw)(x)
+    return x + y
+
+
 class SynthesisLayer(nn.Module):
     """affine(w) -> modulated conv (+demod, optional x2 up) -> noise -> bias -> lrelu*sqrt(2) (-> clamp).
 
@@ -648,3 +680,24 @@ class ToRGB(nn.Module):
         x = modulated_conv2d(x, weight, styles, demodulate=False, fused=self.fused)
         bias = self.param("bias", nn.initializers.zeros, (self.channels,))
         return bias_act(x, bias, "linear", clamp=self.clamp)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared helpers of the model families
+
+# An init program is a few hundred threefry draws (flax folds the key in per parameter) whose optimisation costs XLA
+# most of its compile time (29 s -> 10 s for the tiny SPADE G on this CPU) and buys nothing: it runs once.
+INIT_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def init_jit(fn: Callable) -> Callable:
+    """jit(fn) for a concrete key; inside another trace (jax.eval_shape of init_model) a plain nested jit, since
+    compiler options belong to top-level programs only."""
+    fast, nested = jax.jit(fn, compiler_options=INIT_COMPILE_OPTIONS), jax.jit(fn)
+    return lambda key: nested(key) if isinstance(key, jax.core.Tracer) else fast(key)
+
+
+def to_float(x: np.ndarray | Array) -> Array:
+    """uint8 images [N,H,W,C] -> float32 in [-1, 1] (x / 127.5 - 1, as the input pipeline); floats pass through."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.float32) / 127.5 - 1.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)

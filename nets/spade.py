@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from nets import configs, images, paths
-from nets.layers import conv2d
+from nets.layers import conv2d, init_jit, to_float
 
 Array = jax.Array
 PyTree = Any
@@ -458,18 +458,6 @@ class Discriminator(nn.Module):
 # Init, rendering
 
 
-# An init program is a few hundred threefry draws (flax folds the key in per parameter) whose optimisation costs XLA
-# most of its compile time (29 s -> 10 s for the tiny G on this CPU) and buys nothing: it runs once.
-INIT_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _init_jit(fn):
-    """jit(fn) for a concrete key; inside another trace (jax.eval_shape of init_model) a plain nested jit, since
-    compiler options belong to top-level programs only."""
-    fast, nested = jax.jit(fn, compiler_options=INIT_COMPILE_OPTIONS), jax.jit(fn)
-    return lambda key: nested(key) if isinstance(key, jax.core.Tracer) else fast(key)
-
-
 @functools.lru_cache(maxsize=16)
 def _init_fns(cfg: SPADEConfig):
     """One jitted init per config (cached), compiled without backend optimisation. numpy dummies: jnp ones made
@@ -478,7 +466,7 @@ def _init_fns(cfg: SPADEConfig):
     cond = np.zeros((1, r, r, cfg.cond_channels), np.float32)
     img = np.zeros((1, r, r, cfg.img_channels), np.float32)
     z = np.zeros((1, cfg.z_dim), np.float32) if cfg.input == "z" else None
-    jit = _init_jit
+    jit = init_jit
     g = jit(lambda k: Generator(cfg).init({"params": k}, cond, z))
     d = jit(lambda k: Discriminator(cfg).init({"params": k}, img, cond))
     e = jit(lambda k: Encoder(cfg).init({"params": k}, img)) if cfg.vae else None
@@ -512,12 +500,6 @@ def init_model(cfg: SPADEConfig, key: Array) -> dict:
 def network_vars(g_vars: dict) -> dict:
     """G's variables without the model file's previews (what Generator.apply takes)."""
     return {k: v for k, v in g_vars.items() if k != PREVIEWS}
-
-
-def to_float(x: np.ndarray | Array) -> Array:
-    """uint8 images [N,H,W,C] -> float32 in [-1, 1] (x / 127.5 - 1, as the input pipeline); floats pass through."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.float32) / 127.5 - 1.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
 
 
 @functools.lru_cache(maxsize=32)

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nets import configs, paths
-from nets.layers import Conv2d, Dense, NoiseMode, SynthesisLayer, ToRGB, minibatch_std, normalize_2nd_moment, \
-    upsample2d
+from nets.layers import Conv2d, Dense, NoiseMode, SynthesisLayer, ToRGB, d_res_body, minibatch_std, \
+    normalize_2nd_moment, upsample2d
 
 Array = jax.Array
 PyTree = Any
@@ -217,10 +217,7 @@ class DiscriminatorBlock(nn.Module):
         kw = dict(clamp=c.conv_clamp, conv_impl=c.conv_impl)
         if self.first:
             x = Conv2d(tmp, kernel=1, act="lrelu", name="fromrgb", **kw)(x)
-        y = Conv2d(out, kernel=1, use_bias=False, down=2, gain=math.sqrt(0.5), name="skip")(x)
-        x = Conv2d(tmp, kernel=3, act="lrelu", name="conv0", **kw)(x)
-        x = Conv2d(out, kernel=3, act="lrelu", down=2, gain=math.sqrt(0.5), name="conv1", **kw)(x)
-        return x + y
+        return d_res_body(x, tmp, out, **kw)
 
 
 class DiscriminatorEpilogue(nn.Module):
