@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from nets import modelfile, paths, sampling, spade, stylegan2
+from nets import gnr, modelfile, paths, sampling, spade, stylegan2
 
 PathLike = str | os.PathLike
 
@@ -106,3 +106,5 @@ register(Arch(name="stylegan2", config_cls=stylegan2.StyleGAN2Config, generator=
               init=stylegan2.init_model, sample=sampling.sample, presets=stylegan2.preset))
 register(Arch(name="spade", config_cls=spade.SPADEConfig, generator="G", scope=None, init=spade.init_model,
               sample=spade.sample, presets=spade.preset))
+register(Arch(name="gnr", config_cls=gnr.GNRConfig, generator="G", scope=gnr.BLEND_SCOPE, init=gnr.init_model,
+              sample=gnr.sample, presets=gnr.preset))

@@ -167,8 +167,8 @@ def test_second_family_errors_name_files_and_families(toy_files, tmp_path, capsy
 
 def test_get_load_and_register():
     assert registry.get("stylegan2").config_cls.__name__ == "StyleGAN2Config" and "toy" in registry.names()
-    with pytest.raises(ValueError, match=r"unknown architecture 'gnr'; known: spade, stylegan2, toy"):
-        registry.get("gnr")
+    with pytest.raises(ValueError, match=r"unknown architecture 'cyclegan'; known: gnr, spade, stylegan2, toy"):
+        registry.get("cyclegan")
     registry.register(TOY)                                                          # the same record: a no-op
     with pytest.raises(ValueError, match="'toy' is already registered"):
         registry.register(dataclasses.replace(TOY, generator="D"))
@@ -186,7 +186,7 @@ def test_load_checks_the_header(tmp_path):
     g = init_generator(cfg, jax.random.key(0))
     modelfile.save_model(tmp_path / "alien", {"G": g}, cfg, arch="stylegan3")
     with pytest.raises(modelfile.ModelFileError, match=r"alien has architecture 'stylegan3', which gafu does not "
-                                                       r"know \(known: spade, stylegan2"):
+                                                       r"know \(known: gnr, spade, stylegan2"):
         registry.load(tmp_path / "alien")
     modelfile.save_model(tmp_path / "typo", {"G": g}, {**cfg.to_dict(), "resolution": "32"})
     with pytest.raises(modelfile.ModelFileError, match=r"typo: invalid stylegan2 config in gafu.json: config key "

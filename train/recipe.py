@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 # family name -> module defining RECIPE (imported on use)
-FAMILIES = {"stylegan2": "train.stylegan2.recipe", "spade": "train.spade.recipe"}
+FAMILIES = {"stylegan2": "train.stylegan2.recipe", "spade": "train.spade.recipe", "gnr": "train.gnr.recipe"}
 
 
 @dataclasses.dataclass(frozen=True)
