@@ -58,6 +58,10 @@ def require_ffmpeg() -> str:
         import imageio_ffmpeg
     except ImportError as e:
         raise VideoError(f"{INSTALL_HINT}; {e}") from None
+    # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (so Ctrl-C does not reach it), which makes
+    # subprocess fork at the Python level; in a process running JAX's threads that is a deadlock risk (JAX warns).
+    # Without it, subprocess spawns ffmpeg from C and Ctrl-C stops ffmpeg with us, which is what we want anyway.
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as e:       # an sdist install on a platform without a bundled binary, and no ffmpeg found

@@ -21,7 +21,7 @@ import sys
 import zipfile
 
 COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
-                   "interp.feature_commands", "interp.toonify_commands", "interp.spade_commands",
+                   "interp.feature_commands", "interp.toonify_commands", "interp.spade_commands", "interp.gnr_commands",
                    "train.demo_commands")
 GAFU_PACKAGES = ("nets", "datasets", "train", "interp")
 # Readers of user files raise these: our own ValueErrors (ModelFileError, ConvertError, ...), OSError (missing,
