@@ -144,6 +144,26 @@ def heldout_photo(resolution: int = 32, grey: bool = True) -> np.ndarray:
     return np.repeat(face[..., None], 3, axis=-1) if grey else face
 
 
+def heldout_clip(resolution: int = 64, frames: int = 36, grey: bool = True) -> np.ndarray:
+    """A short "video" of the astronaut's face: the crop box of `heldout_photo` panned (+-8 % of its side) and
+    zoomed (+-8 %) along one smooth loop, uint8 [frames,R,R,3]. Frame t's box is a pure function of t."""
+    from skimage import data
+
+    im = Image.fromarray(data.astronaut())
+    im = im.convert("L") if grey else im
+    x0, y0, x1, y1 = ASTRONAUT_FACE_BOX
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+    out = []
+    for t in range(frames):
+        a = 2 * np.pi * t / frames
+        half = side * (1 + 0.08 * np.sin(a)) / 2
+        dx, dy = 0.08 * side * np.sin(a), 0.05 * side * np.sin(2 * a)
+        box = (cx + dx - half, cy + dy - half, cx + dx + half, cy + dy + half)
+        out.append(np.asarray(im.resize((resolution, resolution), Image.Resampling.LANCZOS, box=box), np.uint8))
+    clip = np.stack(out)
+    return np.repeat(clip[..., None], 3, axis=-1) if grey else clip
+
+
 def cartoon_domains(resolution: int = 32, variants: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """The photo domain rendered in both looks: (TOON_PALETTE/INK, TOON_PALETTE_B/INK_B), uint8 [100*variants,R,R,3]
     each, image i of one the same face and framing as image i of the other (one tone map, two colourings).

@@ -104,3 +104,20 @@ def test_spade_demo_reduced(tmp_path):
     with Image.open(out / "blend.png") as im:     # rows: A, r = 2, 4, 8, 16, 32, B; 8 roughs: 98 px per cell
         assert im.size == (2 + 8 * 98, 2 + 7 * 98)
     assert "after 2 steps" in text
+
+
+@pytest.mark.slow
+def test_gnr_demo_reduced(tmp_path):
+    """`gafu demo gnr` with 3 training steps: every output, the report's lines, the videos' frame counts."""
+    from interp import video
+    out = tmp_path / "gnr"
+    assert main(["demo", "gnr", "--out", str(out), "--steps-a", "3"]) == 0
+    text = (out / "report.md").read_text()
+    assert re.findall(r"!\[([^\]]+)\]", text) == ["data.png", "styles.png", "consistency.png", "video_frames.png"]
+    assert all(f"`{v}`" in text for v in ("clip.mp4", "toon_fixed.mp4", "toon_drift.mp4"))
+    assert "after 3 steps" in text and "Temporal stability" in text
+    with Image.open(out / "styles.png") as im:               # face + 8 styles, 96 px cells
+        assert im.size == (2 + 9 * 98, 2 + 98)
+    for name in ("toon_fixed.mp4", "toon_drift.mp4"):
+        info = video.probe(out / name)
+        assert (info.frames, info.fps, info.width) == (36, 12.0, 32)
