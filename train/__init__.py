@@ -9,7 +9,8 @@ The generic core knows runs, not models:
   ckpt.py      training checkpoints (orbax), model-file exports, --init-from
   logs.py      metrics.jsonl and TensorBoard
 Shared pieces of recipes: losses.py (GAN losses, lazy regularisation, EMA, ADA formulas), augment.py (ADA).
-Families: stylegan2/ (config, state, step, recipe). Library code over several floors: demo.py (`gafu demo`).
+Families: stylegan2/, spade/, gnr/ (config, state, step, recipe). Library code over several floors: demo.py,
+spade_demo.py, gnr_demo.py (`gafu demo [spade|gnr]`).
 Front: commands.py (`gafu train`), demo_commands.py (`gafu demo`).
 
 To add a family: write train/<family>/config.py (its hparams dataclass and presets), state.py, step.py and
