@@ -68,7 +68,9 @@ class GNRConfig:
     diversity_features: int = 128     # features whose per-group std the diversity head scores
     latent_d_width: int = 256
     conv_impl: str = "auto"           # 'auto' | 'xla' | 'winograd' (nets.layers.conv2d)
-    BLEND_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"conv_impl"})
+    # Fields two blend parents may differ in: execution choices and discriminator-only settings.
+    BLEND_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"conv_impl", "local_res", "global_res", "diversity_features", "latent_d_width"})
 
     def __post_init__(self):
         r = self.resolution
