@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from datasets.demo import heldout_clip, heldout_photo, photo_domain
@@ -79,8 +80,9 @@ def run_gnr_demo(out: str | Path, *, steps: int = STEPS, seed: int = 0, overwrit
          show([d["a"][pick], d["b"][pick]]))
 
     cfg = demo_config(seed).replace(steps=steps, ckpt_every=max(steps, 1), sample_every=max(steps, 1))
+    # One device: the demo's batch is one content group, which cannot be split.
     res = run(cfg, out / "train", data={"trainA": ArraySource(d["a"]), "trainB": ArraySource(d["b"])},
-              progress=progress)
+              devices=jax.devices()[:1], progress=progress)
     check_run(res, "training GNR")
     model = out / "train" / "ema"
     t = translate.load_translator(model)
