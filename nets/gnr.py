@@ -10,7 +10,8 @@ resolution in the decoder. Param tree of one generator (content resolution C = R
 
   encoder/b{R}/{fromrgb, conv0, conv1, skip}; encoder/b{r}/{conv0, conv1, skip}, r = R/2 .. 2C   (down blocks)
   encoder/b{C}/{res{i}/{conv0, conv1}, content0, content1, style}   bottleneck, content head, first style conv
-  encoder/b{r}/style, r = C/2 .. 8; encoder/b4/{fc, style_out}       style head (flatten in NCHW order, as torch)
+  encoder/b{r}/style, r = C/2 .. 8; encoder/b4/{fc, style_out}       style head (flatten in NCHW order, as torch;
+                                                                     at C = 4 the head is encoder/b4_out)
   mapping/fc{i}
   decoder/b{C}/{res{i}/{conv0, conv1}, conv1, torgb}; decoder/b{r}/{conv0 (x2 up), conv1, torgb}, r = 2C .. R
 Image discriminator: local/b{R..2l} + local/b{l}/out (l x l patch logits), global/b{R..2g} + global/b{g}/{out,
