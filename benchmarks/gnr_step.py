@@ -43,7 +43,7 @@ def video_fps(frames: int, batches: list[int], resolution: int) -> dict[int, flo
                 w.write(f)
         warm = tmp / "warm.mp4"
         with video.VideoWriter(warm, 25.0) as w:
-            for f in heldout_clip(resolution, max(batches))[:max(batches)]:
+            for f in heldout_clip(resolution, max(batches)):
                 w.write(f)
         out = {}
         for b in batches:

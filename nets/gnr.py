@@ -137,6 +137,12 @@ class DownBlock(nn.Module):
         return d_res_body(x, ch, c.channels(self.res // 2), conv_impl=c.conv_impl)
 
 
+def _down_conv(cfg: GNRConfig, x: Array, res: int, name: str) -> Array:
+    """The stride-2 3x3 ConvLayer (lrelu) res -> res/2 of the style head and the diversity head (made in the
+    caller's compact scope)."""
+    return Conv2d(cfg.channels(res // 2), kernel=3, act="lrelu", down=2, conv_impl=cfg.conv_impl, name=name)(x)
+
+
 def _tower(cfg: GNRConfig, x: Array, stop: int) -> Array:
     """DownBlocks b{R} .. b{2 stop} (made in the caller's compact scope): [N,R,R,3] -> [N,stop,stop,ch(stop)]."""
     r = cfg.resolution
@@ -159,8 +165,7 @@ class EncoderCore(nn.Module):
         content = Conv2d(ch, kernel=1, act="lrelu", name="content0")(x)
         content = Conv2d(ch, kernel=1, act="lrelu", name="content1")(content)
         if c.content_res > 4:
-            x = Conv2d(c.channels(c.content_res // 2), kernel=3, act="lrelu", down=2, conv_impl=c.conv_impl,
-                       name="style")(x)
+            x = _down_conv(c, x, c.content_res, "style")
         return content, x
 
 
@@ -181,9 +186,7 @@ class StyleConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        c = self.cfg
-        return Conv2d(c.channels(self.res // 2), kernel=3, act="lrelu", down=2, conv_impl=c.conv_impl,
-                      name="style")(x)
+        return _down_conv(self.cfg, x, self.res, "style")
 
 
 class StyleOut(nn.Module):
@@ -325,9 +328,7 @@ class _GlobalEnd(nn.Module):
     def __call__(self, x: Array) -> tuple[Array, Array]:
         c = self.cfg
         logits = Conv2d(1, kernel=1, name="out")(x)[..., 0]
-        feat = Conv2d(c.channels(c.global_res // 2), kernel=3, act="lrelu", down=2, conv_impl=c.conv_impl,
-                      name="std_conv")(x)
-        return logits, feat
+        return logits, _down_conv(c, x, c.global_res, "std_conv")
 
 
 class _DiversityOut(nn.Module):
@@ -442,13 +443,15 @@ def translate_fn(cfg: GNRConfig):
         content = jnp.repeat(content, k, axis=0)                                    # [N*S,C,C,ch]
         out = g.apply(g_vars, content, s.reshape(n * k, -1), method=Generator.decode)
         return out.reshape(n, k, *out.shape[1:])
-    return jax.jit(lambda g_vars, x, s: run(network_vars(g_vars), x, s))
+    fn = jax.jit(run)
+    return lambda g_vars, x, s: fn(network_vars(g_vars), x, s)    # previews stay out of the program
 
 
 @functools.lru_cache(maxsize=16)
 def style_encode_fn(cfg: GNRConfig):
     """jit((g_vars, images [N,R,R,3] float) -> style codes [N,latent_dim])."""
-    return jax.jit(lambda g_vars, x: Generator(cfg).apply(network_vars(g_vars), x, method=Generator.style_encode))
+    fn = jax.jit(lambda g_vars, x: Generator(cfg).apply(g_vars, x, method=Generator.style_encode))
+    return lambda g_vars, x: fn(network_vars(g_vars), x)
 
 
 def styles_from_seeds(cfg: GNRConfig, seeds: Sequence[int], psi: float = 1.0) -> np.ndarray:
