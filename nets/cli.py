@@ -22,7 +22,7 @@ import zipfile
 
 COMMAND_MODULES = ("nets.commands", "datasets.commands", "train.commands", "interp.commands",
                    "interp.feature_commands", "interp.toonify_commands", "interp.spade_commands", "interp.gnr_commands",
-                   "train.demo_commands")
+                   "interp.web_commands", "nets.align_commands", "train.demo_commands", "train.eval_commands")
 GAFU_PACKAGES = ("nets", "datasets", "train", "interp")
 # Readers of user files raise these: our own ValueErrors (ModelFileError, ConvertError, ...), OSError (missing,
 # unreadable, not writable), numpy's EOFError on an empty .npz, zipfile's BadZipFile, Pillow's
