@@ -218,6 +218,24 @@ def test_the_served_page_loads_nothing_from_the_network(tmp_path):
         app.close()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--toonify-base", "a"], "give both --toonify-base and --toonify-transfer"),
+    (["--dfi-attributes", "list_attr_celeba.txt"], "the DFI tab needs both --dfi-attributes FILE and --dfi-images"),
+    (["--dfi-attributes", "none.txt", "--dfi-images", "."], "--dfi-attributes none.txt does not exist"),
+    (["--dfi-attributes", "x.txt", "--dfi-images", "no_such_dir"], "--dfi-images no_such_dir is not a folder"),
+    (["--port", "0"], "--port must be in 1 .. 65535; got 0"),
+    (["--project-steps", "15"], "--project-steps must be a multiple of 10 in 10 .. 1000"),
+    (["--max-side", "10"], "--max-side must be in 64 .. 8192; got 10"),
+])
+def test_serve_flag_errors_are_one_line_before_anything_loads(argv, message, capsys, tmp_path, monkeypatch):
+    from nets.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gafu serve: error: ") and message in err and err.count("\n") == 1, err
+
+
 # ---- tab functions on tiny models ------------------------------------------------------------------------------
 
 def test_toonify_tab_projects_renders_the_swap_and_rerenders_without_projecting(toonifier):
@@ -268,6 +286,92 @@ def test_style_transfer_tab_returns_the_stylised_image():
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     kept = WEB.stylize(params, WEB.WebSpec(), content, style, "chainer-gogh", 3, 64, True)
     assert np.abs(kept.astype(int) - img).mean() > 1                              # colour preservation acts
+
+
+def _gnr_translator():
+    from interp import gnr as T
+    from nets import gnr
+    cfg = gnr.GNRConfig(resolution=16, num_down=2, channel_base=128, channel_max=16, style_dim=16, n_mlp=2,
+                        local_res=4, global_res=4, diversity_features=8, latent_d_width=16)   # tests/test_gnr_interp
+    return T.Translator(cfg, gnr.init_model(cfg, jax.random.key(0))["G"], None, Path("gnr-in-memory"))
+
+
+def _spade_painter():
+    from test_spade_paint import random_model                       # init_model's tree, numpy values, no compile
+    from interp import paint
+    from nets import spade
+    cfg = spade.preset("tiny", rough_size=64)
+    return paint.Painter(cfg, random_model(cfg, 0)["G"], None, Path("spade-in-memory"))
+
+
+def _cells(grid: np.ndarray, n: int, side: int) -> list[np.ndarray]:
+    """The n cells of a one-row make_grid (2 px padding)."""
+    assert grid.shape == (side + 4, n * (side + 2) + 2, 3)
+    return [grid[2:2 + side, 2 + i * (side + 2):2 + i * (side + 2) + side] for i in range(n)]
+
+
+def test_spade_tab_paints_a_photo_or_a_drawn_rough():
+    from datasets.sketch import rough_sketch
+    from interp import paint
+
+    p = _spade_painter()
+    photo = data.astronaut()[::3, ::3]
+    side = images.VIEW_MIN                                              # 32 px cells shown 4x
+    with jax.numpy_rank_promotion("allow"):                             # as tests/test_spade_paint.py
+        fig = W.run_paint(p, photo, False, 2, 0, rough_sketch)
+        rough = paint.rough_from_photo(photo, p.cfg, rough_sketch)
+        want = paint.paint_figure(p.cfg, p.g_vars, rough, [0, 1]).paintings
+        np.testing.assert_array_equal(_cells(fig, 3, side)[0][::4, ::4], rough)
+        np.testing.assert_array_equal(np.stack([c[::4, ::4] for c in _cells(fig, 3, side)[1:]]), want)
+        drawing = np.zeros((300, 300, 4), np.uint8)                     # ImageEditor: a transparent canvas ...
+        drawing[:150, :, :3], drawing[:150, :, 3] = (30, 90, 200), 255  # ... with the top half painted blue
+        drawn = WEB.spade_paint(p, WEB.WebSpec(make_rough=rough_sketch), {"composite": drawing},
+                                WEB.PAINT_MODES[1], 2, 3)              # 2 again: the same program
+    painted_rough = _cells(drawn, 3, side)[0][::4, ::4]
+    assert (painted_rough[:13] == (30, 90, 200)).all() and (painted_rough[19:] == 255).all()   # as drawn
+    with pytest.raises(gr.Error, match="number of paintings must be in 1 .. 16; got 0"):
+        WEB.spade_paint(p, WEB.WebSpec(make_rough=rough_sketch), photo, WEB.PAINT_MODES[0], 0, 0)
+
+
+def test_gnr_tab_gives_one_face_many_styles():
+    from interp import gnr as T
+
+    t = _gnr_translator()
+    fig, note = WEB.gnr_translate(t, WEB.WebSpec(), data.astronaut(), 3, 5, 1.0)
+    cells = [c[::8, ::8] for c in _cells(fig, 4, images.VIEW_MIN)]      # 16 px cells shown 8x
+    face, _ = W.face_crop(data.astronaut(), 16)
+    np.testing.assert_array_equal(cells[0], face)
+    want = T.translate_image(t, face, T.seed_styles(t.cfg, 5, 3)).outputs
+    np.testing.assert_array_equal(np.stack(cells[1:]), want)
+    assert "centre square" in note or "aligned" in note
+    with pytest.raises(gr.Error, match="no photo: upload one first"):
+        WEB.gnr_translate(t, WEB.WebSpec(), None, 3, 5, 1.0)
+
+
+def test_the_page_has_every_tab_when_every_model_is_given():
+    spec = WEB.WebSpec(dfi=W.DFIData(_attribute_rows(), Path("faces"), 32))
+    loaded = WEB.Loaded(W.Missing("no toonify"), {}, _spade_painter(), _gnr_translator(), spec.dfi)
+    ids = {c.get("props", {}).get("elem_id") for c in WEB.build_app(spec, loaded).config["components"]}
+    assert {"stylize-run", "dfi-run", "dfi-out", "spade-picture", "spade-run", "gnr-run", "gnr-out"} <= ids
+    assert "toonify-run" not in ids
+
+
+def _attribute_rows():
+    from interp.feature_files import AttributeRows
+    values = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1], [1, 1], [-1, -1]], np.float32)   # Smiling, Male
+    return AttributeRows("celeba", ["Smiling", "Male"], [f"{i:06d}.png" for i in range(6)], values)
+
+
+@pytest.mark.slow
+def test_dfi_tab_edits_an_uploaded_face(tmp_path):
+    rows = _attribute_rows()
+    for i, f in enumerate(rows.files):                                  # six small 'faces'
+        images.write_png(tmp_path / f, data.astronaut()[20 + 5 * i:220 + 5 * i, 140:340], min_side=0)
+    d = W.DFIData(rows, tmp_path, size=32, cache_dir=None)
+    out = WEB.dfi(d, WEB.WebSpec(), data.astronaut()[:250, 120:370], "Smiling", False, 0.4, 3, 2)
+    assert out.shape == (images.VIEW_MIN, images.VIEW_MIN, 3)
+    with pytest.raises(gr.Error, match="unknown attribute 'Hat'"):
+        WEB.dfi(d, WEB.WebSpec(), data.astronaut(), "Hat", False, 0.4, 3, 2)
 
 
 # ---- the browser -----------------------------------------------------------------------------------------------
