@@ -112,7 +112,7 @@ def toonify(m: W.Toonifier, spec: WebSpec, photo, steps, swap_log2, noise, progr
     return (W.show(out.face), W.show(out.projection), W.show(out.toon), out.grid, out.note, out.ws)
 
 
-def retoon(m: W.Toonifier, ws, swap_log2, noise, progress=gr.Progress()):
+def retoon(m: W.Toonifier, ws, swap_log2, noise):
     """A new swap resolution for the last projection: one render, no projection, no recompile."""
     if ws is None:
         return gr.skip()

@@ -22,7 +22,7 @@ import numpy as np
 from interp import feature_files, figure, gnr as translate, paint, stylize as S
 from interp.blend_files import BlendSpec
 from interp.project import ProjectConfig
-from interp.toonify import prepare_photo, render_latent
+from interp.toonify import prepare_photo, render_latent, toonify
 from nets import images, lpips, registry
 from nets.stylegan2 import StyleGAN2Config, without_noise
 
@@ -156,18 +156,16 @@ class ToonifyOutput:
 def run_toonify(m: Toonifier, photo: np.ndarray, steps: int, swap: int, noise: bool = True, *,
                 max_side: int = MAX_SIDE, seed: int = 0) -> ToonifyOutput:
     """Upload -> face crop -> W+ projection with the photo model (Toonify's schedule, `steps` steps) -> toon."""
-    from interp.project import project
-
     if not 1 <= int(steps) <= 100_000:
         raise ValueError(f"projection steps must be in 1 .. 100000; got {steps}")
-    check_swap(m, swap)
+    spec = BlendSpec(mode="swap", resolution=check_swap(m, swap))
     face, note = face_crop(fit_upload(photo, max_side, "photo"), m.cfg.resolution)
-    base, _ = _parents(m, noise)
+    base, transfer = _parents(m, noise)
     pc = ProjectConfig(steps=int(steps), w_plus=True, optimize_noise=noise)     # noise off: nothing to optimise
-    proj = project(m.cfg, base, face, pc, lpips_params=m.lpips_params, seed=seed)
-    note += f" LPIPS {proj.lpips_start:.3f} (average face) -> {proj.lpips_final:.3f} after {steps} steps."
-    return ToonifyOutput(face, proj.image, toon_at(m, proj.ws, swap, noise), swap_row(m, proj.ws, noise), proj.ws,
-                         note)
+    res = toonify(face, m.cfg, base, m.cfg, spec.apply(base, transfer), pc, lpips_params=m.lpips_params, seed=seed)
+    p = res.projected
+    note += f" LPIPS {p.lpips_start:.3f} (average face) -> {p.lpips_final:.3f} after {steps} steps."
+    return ToonifyOutput(res.target, res.projection, res.toon, swap_row(m, res.ws, noise), res.ws, note)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -392,7 +392,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> N
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
                     reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
                            f"apt-get install chromium chromium-driver")
-def test_browser_uploads_a_photo_and_gets_its_toon(demo_dir, tmp_path):
+def test_browser_uploads_a_photo_and_gets_its_toon(demo_dir, tmp_path, monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -402,7 +402,8 @@ def test_browser_uploads_a_photo_and_gets_its_toon(demo_dir, tmp_path):
     port, cwd = _free_port(), tmp_path / "cwd"
     cwd.mkdir()
     env = {**os.environ, "GAFU_COMPILE_CACHE": os.path.expanduser("~/.cache/gafu_jax_test_cache"),
-           "JAX_PLATFORMS": "cpu", "SE_OFFLINE": "true"}
+           "JAX_PLATFORMS": "cpu"}
+    monkeypatch.setenv("SE_OFFLINE", "true")                     # Selenium Manager never goes online
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "nets.cli", "serve", "--demo", str(demo_dir / "demo"),
                              "--port", str(port), "--project-steps", "10", "--spade", str(tmp_path / "no_spade"),
