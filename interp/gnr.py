@@ -22,7 +22,7 @@ import numpy as np
 
 from interp import video
 from interp.paint import upscale_nearest
-from interp.toonify import prepare_photo
+from interp.toonify import face_crop, prepare_photo
 from nets import gnr, images, lpips, registry
 from nets.gnr import GNRConfig
 from nets.layers import to_float
@@ -84,12 +84,14 @@ def translate_image(t: Translator, photo: np.ndarray, styles: np.ndarray,
 
 
 def translate_files(source: str, model: str, out: str, *, num_styles: int = 8, seed: int = 0,
-                    style_from: str | None = None, psi: float = 1.0, overwrite: bool = False
-                    ) -> tuple[Path, TranslateResult]:
-    """`gafu gnr translate`: read and check everything, translate, write `out` (face | outputs | reference)."""
+                    style_from: str | None = None, psi: float = 1.0, overwrite: bool = False, align: bool = False,
+                    face: int | None = None, landmarks: str | None = None) -> tuple[Path, TranslateResult]:
+    """`gafu gnr translate`: read and check everything, translate, write `out` (face | outputs | reference).
+    The face is `face_crop` of the photo at the model resolution (FFHQ-aligned with `align`)."""
     out_path = images.check_output(out, overwrite=overwrite)
     t = load_translator(model)
-    photo = images.read_rgb(source, "image")
+    photo = face_crop(images.read_rgb(source, "image"), t.cfg.resolution, align=align, face=face,
+                      landmarks=landmarks, what=f"image {source}")
     ref = images.read_rgb(style_from, "style image") if style_from is not None else None
     styles = reference_style(t, ref) if ref is not None else seed_styles(t.cfg, seed, num_styles, psi)
     res = translate_image(t, photo, styles, ref)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from nets.flags import finite_float
+from nets.flags import add_align_args, finite_float, use_align
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,11 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     gnr_sub = group.add_subparsers(dest="gnr_command", metavar="COMMAND", required=True)
     p = gnr_sub.add_parser(
         "translate", help="one face under several sampled styles (or a reference's style)",
-        description="Centre-crop IMAGE, resize it to the model resolution, encode its content and decode it under "
+        description="Crop the face of IMAGE at the model resolution (FFHQ's crop with --align, the default with "
+                    "the align extra; else the centre square), encode its content and decode it under "
                     "--styles prior style codes (seeds --seed, --seed+1, ...) or under the style encoded from "
                     "--style-from REF (a toon image, read by the model's B->A encoder). Writes OUT, one row: "
                     "face | outputs (| reference), cells upscaled to at least 128 px.")
-    p.add_argument("image", help="a face photo (any size; framed like the training faces)")
+    p.add_argument("image", help="a face photo (any size)")
     p.add_argument("--model", required=True, help="GNR model file")
     p.add_argument("--out", required=True, help="PNG to write (atomically)")
     p.add_argument("--styles", type=int, default=8, help="number of sampled styles (default 8)")
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style-from", metavar="REF", help="use the style of this toon image instead of sampled ones")
     p.add_argument("--psi", type=finite_float, default=1.0, help="scale of the sampled codes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_align_args(p)
     p.set_defaults(func=_translate)
 
     v = gnr_sub.add_parser(
@@ -48,7 +50,8 @@ def _translate(args: argparse.Namespace) -> int:
     from interp.gnr import translate_files
 
     path, res = translate_files(args.image, args.model, args.out, num_styles=args.styles, seed=args.seed,
-                                style_from=args.style_from, psi=args.psi, overwrite=args.overwrite)
+                                style_from=args.style_from, psi=args.psi, overwrite=args.overwrite,
+                                align=use_align(args, "gnr translate"), face=args.face, landmarks=args.landmarks)
     what = "the reference's style" if res.reference is not None else f"{len(res.outputs)} sampled styles"
     print(f"wrote {path} (face | {what})")
     return 0

@@ -1,7 +1,8 @@
 """Toonify yourself (Pinkney & Adler 2020): photo -> W+ latent of the base model -> blended model.
 
-  1. centre-crop and resize the photo to the generator's resolution (NV projector.py's crop; no face alignment:
-     dlib's landmark model cannot be had offline, so photos should already be FFHQ-style aligned face crops);
+  1. crop the face as FFHQ's were (nets/align.py: dlib landmarks, NVlabs/ffhq-dataset's oriented crop) at the
+     generator's resolution, or, without `align` (or the align extra), centre-crop and resize the photo
+     (NV projector.py's crop), for faces that are FFHQ-style crops already;
   2. project it with the base (photo) generator, in W+ with 500 steps by default (JP's notebook);
   3. render the per-layer ws through the blended generator's synthesis network with ITS OWN const noise maps
      (the projector's optimised maps are not carried over, as in JP's notebook:
@@ -49,6 +50,18 @@ def prepare_photo(img: np.ndarray, size: int) -> np.ndarray:
     if s == size:
         return crop
     return np.asarray(Image.fromarray(crop).resize((size, size), Image.LANCZOS))
+
+
+def face_crop(img: np.ndarray, size: int, *, align: bool = False, face: int | None = None,
+              landmarks: str | None = None, what: str = "photo") -> np.ndarray:
+    """uint8 photo -> uint8 [size,size,3]: the FFHQ-aligned face number `face` (largest first; or the one
+    `landmarks` marks), or with align=False `prepare_photo`'s centre crop."""
+    if not align:
+        if face is not None or landmarks is not None:
+            raise ValueError("a face (--face) or its landmarks (--landmarks) are chosen only with --align")
+        return prepare_photo(img, size)
+    from nets import align as A
+    return A.align_faces(img, size, face=face, landmarks=landmarks, what=what)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,13 +130,16 @@ def toonify(photo: np.ndarray, base_cfg: StyleGAN2Config, base: dict, blended_cf
 
 
 def project_file(photo: str, model: str, out_dir: str, pc: P.ProjectConfig = P.ProjectConfig(), *, seed: int = 0,
-                 overwrite: bool = False, progress: bool = True) -> tuple[Path, Path, P.Projection]:
-    """`gafu project`: write out_dir/projected_w.npz and out_dir/proj.png (target | projection)."""
+                 overwrite: bool = False, progress: bool = True, align: bool = False, face: int | None = None,
+                 landmarks: str | None = None) -> tuple[Path, Path, P.Projection]:
+    """`gafu project`: write out_dir/projected_w.npz and out_dir/proj.png (target | projection); the target is
+    `face_crop` of the photo (FFHQ-aligned with `align`)."""
     out = Path(out_dir)
     npz, png = (images.check_output(out / n, overwrite=overwrite) for n in ("projected_w.npz", "proj.png"))
     img = images.read_rgb(photo, "photo")
     _, cfg, g = registry.load_generator(model, "stylegan2")
-    proj = P.project(cfg, g, prepare_photo(img, cfg.resolution), pc, seed=seed, progress=progress)
+    target = face_crop(img, cfg.resolution, align=align, face=face, landmarks=landmarks, what=f"photo {photo}")
+    proj = P.project(cfg, g, target, pc, seed=seed, progress=progress)
     P.save_latent(npz, proj)
     images.write_png(png, images.make_grid(np.stack([proj.target, proj.image]), rows=1))
     return npz, png, proj
@@ -133,8 +149,10 @@ def toonify_files(photo: str, base: str, out: str, *, blended: str | None = None
                   resolution: int | None = None, level: int = 0, blend_width: float | None = None,
                   latent: str | None = None, latent_out: str | None = None,
                   pc: P.ProjectConfig = TOONIFY_PROJECTION, seed: int = 0, overwrite: bool = False,
-                  progress: bool = True) -> tuple[Path, Path | None, ToonifyResult]:
+                  progress: bool = True, align: bool = False, face: int | None = None,
+                  landmarks: str | None = None) -> tuple[Path, Path | None, ToonifyResult]:
     """`gafu toonify`: write `out` (target | projection | toon) and, when projecting, the latent .npz.
+    The target is `face_crop` of the photo at the base model's resolution (FFHQ-aligned with `align`).
 
     The toon model is `blended` (a model file), or base blended with `transfer` at `resolution` on the fly.
     Everything is read and checked before the (long) projection starts.
@@ -163,6 +181,7 @@ def toonify_files(photo: str, base: str, out: str, *, blended: str | None = None
         toon_cfg, g_toon = base_cfg, blend_for_toonify(g_base, g_t, resolution, level, blend_width)
     check_renderable(base_cfg, toon_cfg, f"model {blended}" if blended else "blended model")
     ws = P.load_latent(latent, base_cfg) if latent is not None else None
+    img = face_crop(img, base_cfg.resolution, align=align, face=face, landmarks=landmarks, what=f"photo {photo}")
 
     res = toonify(img, base_cfg, g_base, toon_cfg, g_toon, pc, ws=ws, seed=seed, progress=progress)
     lat_path = P.save_latent(latent_out, res.projected) if res.projected is not None else None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from nets.flags import finite_float
+from nets.flags import add_align_args, finite_float, use_align
 
 
 def _projection_args(p: argparse.ArgumentParser, steps: int, space: str) -> None:
@@ -22,14 +22,16 @@ def _projection_args(p: argparse.ArgumentParser, steps: int, space: str) -> None
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "project", help="find the W / W+ latent of a photo in a StyleGAN2 generator",
-        description="Centre-crop and resize PHOTO to the generator's resolution and optimise a latent (and the "
-                    "noise maps) so the generator renders it: LPIPS-VGG + noise regularisation, Adam with NV's "
-                    "lr and latent-noise ramps. Writes OUT_DIR/projected_w.npz ('w' [1,num_ws,w_dim]) and "
-                    "OUT_DIR/proj.png (target | projection). Faces should be FFHQ-style aligned crops.")
-    p.add_argument("photo", help="image file (any size; centre-cropped to a square)")
+        description="Crop the face of PHOTO as FFHQ's were (--align, the default with the align extra; else the "
+                    "centre square) at the generator's resolution and optimise a latent (and the noise maps) so "
+                    "the generator renders it: LPIPS-VGG + noise regularisation, Adam with NV's lr and "
+                    "latent-noise ramps. Writes OUT_DIR/projected_w.npz ('w' [1,num_ws,w_dim]) and "
+                    "OUT_DIR/proj.png (target | projection).")
+    p.add_argument("photo", help="image file (any size)")
     p.add_argument("--model", required=True, help="model file holding the generator 'G'")
     p.add_argument("--out-dir", default="out/project", help="folder for the outputs (default out/project)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_align_args(p)
     _projection_args(p, 1000, "w")
     p.set_defaults(func=_project)
 
@@ -39,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "through the blended generator (its own const noise maps). The blended model is --blended "
                     "CKPT, or BASE blended on the fly with --transfer CKPT (Pinkney's blend_models.py: BASE keeps "
                     "the blocks up to --resolution). Writes OUT (target | projection | toon) and the latent. "
-                    "No face alignment is done: give FFHQ-style aligned face crops.")
-    p.add_argument("photo", help="image file (any size; centre-cropped to a square)")
+                    "The face is cropped as FFHQ's were (--align, the default with the align extra; else the "
+                    "centre square).")
+    p.add_argument("photo", help="image file (any size)")
     p.add_argument("--base", required=True, help="model file of the base (photo) generator used to project")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--blended", help="model file of an already blended generator (gafu blend)")
@@ -53,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--latent", help="reuse a projected latent .npz instead of projecting")
     lat.add_argument("--latent-out", help="where to save the projected latent (default: OUT's name + _w.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_align_args(p)
     _projection_args(p, 500, "w+")
     p.set_defaults(func=_toonify)
 
@@ -67,7 +71,8 @@ def _project(args: argparse.Namespace) -> int:
     from interp.toonify import project_file
 
     npz, png, proj = project_file(args.photo, args.model, args.out_dir, _config(args), seed=args.seed,
-                                  overwrite=args.overwrite, progress=not args.quiet)
+                                  overwrite=args.overwrite, progress=not args.quiet,
+                                  align=use_align(args, "project"), face=args.face, landmarks=args.landmarks)
     print(f"LPIPS {proj.lpips_start:.4f} (w_avg) -> {proj.lpips_final:.4f}")
     print(f"wrote {npz}\nwrote {png}")
     return 0
@@ -79,7 +84,8 @@ def _toonify(args: argparse.Namespace) -> int:
     png, lat, res = toonify_files(args.photo, args.base, args.out, blended=args.blended, transfer=args.transfer,
                                   resolution=args.resolution, level=args.level, blend_width=args.blend_width,
                                   latent=args.latent, latent_out=args.latent_out, pc=_config(args),
-                                  seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+                                  seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
+                                  align=use_align(args, "toonify"), face=args.face, landmarks=args.landmarks)
     if res.projected is not None:
         print(f"LPIPS {res.projected.lpips_start:.4f} (w_avg) -> {res.projected.lpips_final:.4f}")
     if lat is not None:

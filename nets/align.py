@@ -297,3 +297,27 @@ def align_faces(image: np.ndarray, resolution: int, *, face: int | None = None, 
                          f"(0 .. {len(faces) - 1}, largest first)")
     chosen = faces if all_faces else [faces[face or 0]]
     return [align_landmarks(img, lm, int(resolution)) for lm in chosen]
+
+
+def numbered(out: Path, i: int) -> Path:
+    """OUT.png -> OUT_i.png (the --all-faces outputs)."""
+    return out.with_name(f"{out.stem}_{i}{out.suffix}")
+
+
+def align_file(photo: str | os.PathLike, out: str | os.PathLike, resolution: int = 1024, *, face: int | None = None,
+               all_faces: bool = False, landmarks: str | os.PathLike | None = None,
+               overwrite: bool = False) -> list[Path]:
+    """`gafu align`: read `photo` (EXIF orientation applied), align, write `out` -- or OUT_0.png, OUT_1.png, ...
+    (largest face first) with `all_faces` -- at `resolution` px. Returns the paths written."""
+    from nets import images
+
+    out = Path(out)
+    images.check_output(numbered(out, 0) if all_faces else out, overwrite=overwrite)
+    img = images.read_rgb(photo, "photo")
+    crops = align_faces(img, resolution, face=face, all_faces=all_faces, landmarks=landmarks,
+                        what=f"photo {photo}")
+    paths = [numbered(out, i) for i in range(len(crops))] if all_faces else [out]
+    for p in paths:                                     # every output checked before any is written
+        images.check_output(p, overwrite=overwrite)
+    # at the asked resolution, never upscaled for viewing: the crops are inputs for the models
+    return [images.write_png(p, c, min_side=0) for p, c in zip(paths, crops)]
