@@ -42,6 +42,9 @@ class TrainConfig:
     sample_every: int = 500           # steps between sample grids (0: never)
     export_every: int = 500           # steps between model-file exports (0: only at the end)
     sample_seeds: int = 16            # samples in each grid
+    metrics: str = ""                 # comma-separated `gafu eval` metrics computed at every export (NV --metrics)
+    metrics_inception: str | None = None    # the FID Inception weights for them (default: gafu eval's lookup)
+    metrics_any_inception: bool = False     # accept Inception weights other than pytorch-fid's
 
     def __post_init__(self):
         rec = recipes.get(self.family)
@@ -58,6 +61,9 @@ class TrainConfig:
         for name in ("sample_every", "export_every", "sample_seeds", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.metrics:
+            from train.eval.run import parse_metrics   # checks the names; imported only when metrics are asked
+            parse_metrics(self.metrics)
 
     @property
     def recipe(self) -> recipes.Recipe:

@@ -115,7 +115,7 @@ def run(cfg: TrainConfig, workdir: str | Path, *, data: Any = None, make_iter: C
     try:
         workdir.parent.mkdir(parents=True, exist_ok=True)
         with lock.hold(workdir, "gafu train", note=log) if pidx == 0 else contextlib.nullcontext():
-            return _run(cfg, workdir, it, devices, local, progress, log)
+            return _run(cfg, workdir, it, devices, local, progress, log, data)
     finally:
         if hasattr(it, "close"):   # a prefetching iterator holds threads
             it.close()
@@ -156,7 +156,7 @@ def _start(cfg: TrainConfig, workdir: Path, ckpts: Checkpoints | None, mesh, log
 
 
 def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, progress: bool,
-         log: Callable[[str], None]) -> RunResult:
+         log: Callable[[str], None], data: Any = None) -> RunResult:
     ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep) if (workdir / "ckpt").is_dir() else None
     try:
         mesh = make_mesh(devices)
@@ -169,15 +169,17 @@ def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, 
             ckpts = Checkpoints(workdir / "ckpt", keep=cfg.keep)
         if jax.process_index() == 0:
             images.atomic_write_bytes(workdir / "config.json", format_config(cfg).encode())
-        return _train(cfg, workdir, it, mesh, local, n, ckpts, state, data_state, start, progress, log)
+        return _train(cfg, workdir, it, mesh, local, n, ckpts, state, data_state, start, progress, log, data)
     finally:
         if ckpts is not None:
             ckpts.close()
 
 
 def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, ckpts: Checkpoints, state: Any,
-           data_state: dict | None, start: int, progress: bool, log: Callable[[str], None]) -> RunResult:
-    """The step loop (the config and state are checked; the workdir's config.json is written)."""
+           data_state: dict | None, start: int, progress: bool, log: Callable[[str], None],
+           data: Any = None) -> RunResult:
+    """The step loop (the config and state are checked; the workdir's config.json is written). `data` feeds the
+    config's `metrics` at every export."""
     from tqdm.auto import tqdm
 
     main = jax.process_index() == 0
@@ -190,6 +192,10 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
     frozen = rec.frozen(hp)
     frozen = None if frozen is None else put_replicated(frozen, mesh)
     sampling = main and cfg.sample_every > 0
+    export_metrics = None
+    if cfg.metrics and main:
+        from train.eval.hook import ExportMetrics
+        export_metrics = ExportMetrics.create(cfg, data, log)
 
     metrics_log = MetricLog(workdir, enabled=main, resume_step=start)
     pbar = tqdm(total=cfg.steps, initial=start, unit="step", disable=not (progress and main), dynamic_ncols=True)
@@ -247,6 +253,8 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
                 pub = to_host(rec.published(hp, state))
                 if do_export and main:
                     export(workdir / "ema", cfg, pub, done, fixed)
+                    if export_metrics is not None:
+                        export_metrics(workdir / "ema", workdir, done, done * cfg.batch / 1000, metrics_log.write)
                 if do_sample:
                     images.write_png(workdir / f"fakes{done:06d}.png", rec.sample(hp, pub, fixed, cfg.sample_seeds))
     finally:

@@ -2,7 +2,7 @@
 
 Metric names follow NVlabs/stylegan2-ada-pytorch's metric_main.py: `fid50k_full` (50k fakes against all reals),
 `kid50k_full` (against up to 1M reals; 100 subsets of at most 1000), `fid50k` / `kid50k` (reals capped at the
-number of fakes), any count in place of 50 (`fid10k`, `fid1k`...) and `ppl2_wend` / `ppl_wend` (perceptual.py).
+number of fakes), any count in place of 50 (`fid10k`, `fid1k`, or `fid200` without the k: 200 images) and `ppl2_wend` / `ppl_wend` (perceptual.py).
 `num` overrides the number of fakes. Reals' statistics are shared by the metrics of one call and cached on disk
 for dataset folders and tfds names (stats.py).
 """
@@ -21,7 +21,7 @@ from nets import images
 from train.eval import fakes, metrics, stats
 
 FULL_REALS = {"fid": None, "kid": 1_000_000}          # NV's max_real of the *_full metrics (None: all)
-_NAME = re.compile(r"^(fid|kid)(\d+)k(_full)?$")
+_NAME = re.compile(r"^(fid|kid)(\d+)(k?)(_full)?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +39,15 @@ def parse_metric(name: str, num: int | None = None) -> MetricSpec:
 
     m = _NAME.match(name)
     if m:
-        kind, k, full = m.group(1), int(m.group(2)), bool(m.group(3))
-        n = num or k * 1000
+        kind, count, full = m.group(1), int(m.group(2)) * (1000 if m.group(3) else 1), bool(m.group(4))
+        n = num or count
+        if n < 2:
+            raise ValueError(f"metric {name!r}: needs at least 2 generated images")
         return MetricSpec(name, kind, n, FULL_REALS[kind] if full else n)
     if name in perceptual.PPL_METRICS:
         return MetricSpec(name, "ppl", num or 50_000, 0, perceptual.PPL_METRICS[name])
     raise ValueError(f"unknown metric {name!r}; known: fid<N>k[_full], kid<N>k[_full] (e.g. fid50k_full, "
-                     f"kid10k), {', '.join(perceptual.PPL_METRICS)}")
+                     f"kid10k; fid<N> counts single images), {', '.join(perceptual.PPL_METRICS)}")
 
 
 def parse_metrics(spec: str | Sequence[str], num: int | None = None) -> list[MetricSpec]:
