@@ -21,13 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from interp import video
-from interp.paint import upscale_nearest
 from interp.toonify import face_crop, prepare_photo
 from nets import gnr, images, lpips, registry
 from nets.gnr import GNRConfig
 from nets.layers import to_float
 
-MIN_CELL = 128                     # figure cells are nearest-upscaled to at least this side
 MODES = ("fixed", "drift")
 
 
@@ -52,10 +50,10 @@ class TranslateResult:
     styles: np.ndarray             # float32 [S,latent_dim]
     reference: np.ndarray | None   # uint8 [R,R,3], the prepared style reference
 
-    def figure(self, min_cell: int = MIN_CELL) -> np.ndarray:
-        """One row: face | outputs (| reference), cells nearest-upscaled to at least `min_cell` px."""
+    def figure(self, min_cell: int | None = None) -> np.ndarray:
+        """One row: face | outputs (| reference); small cells nearest-upscaled (`images.make_grid`)."""
         cells = [self.face[None], self.outputs] + ([self.reference[None]] if self.reference is not None else [])
-        return images.make_grid(upscale_nearest(np.concatenate(cells), min_cell), rows=1)
+        return images.make_grid(np.concatenate(cells), rows=1, min_cell=min_cell)
 
 
 def seed_styles(cfg: GNRConfig, seed: int, num: int, psi: float = 1.0) -> np.ndarray:

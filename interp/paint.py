@@ -16,7 +16,6 @@ not import, so `paint_files` takes the rough maker as an argument (the command p
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from interp.toonify import prepare_photo
 from nets import images, modelfile, registry, spade
 from nets.spade import SPADEConfig
 
-MIN_CELL = 128                     # figure cells are nearest-upscaled to at least this side, so tiny models show
 RoughMaker = Callable[[np.ndarray, int], np.ndarray]   # (photo uint8 [R,R,3], work size) -> rough uint8 [R,R,3]
 
 
@@ -47,21 +45,15 @@ class PaintResult:
     z: np.ndarray | None           # float32 [N,z_dim], the latents painted (None: a model without z)
     style: np.ndarray | None       # uint8 [R,R,3], the prepared style image (the figure's reference)
 
-    def figure(self, min_cell: int = MIN_CELL) -> np.ndarray:
-        """One row: rough | paintings (| reference), cells nearest-upscaled to at least `min_cell` px."""
+    def figure(self, min_cell: int | None = None) -> np.ndarray:
+        """One row: rough | paintings (| reference); small cells nearest-upscaled (`images.make_grid`)."""
         cells = [self.rough[None], to_rgb(self.paintings)] + ([self.style[None]] if self.style is not None else [])
-        return images.make_grid(upscale_nearest(np.concatenate(cells), min_cell), rows=1)
+        return images.make_grid(np.concatenate(cells), rows=1, min_cell=min_cell)
 
 
 def to_rgb(x: np.ndarray) -> np.ndarray:
     """[..., 1 | 3] -> [..., 3] (a grey painting repeated), so every figure cell has three channels."""
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
-def upscale_nearest(x: np.ndarray, min_size: int) -> np.ndarray:
-    """[N,H,W,C] -> [N,fH,fW,C], each pixel repeated f x f, f = ceil(min_size / H) (1 if already that large)."""
-    f = max(1, math.ceil(min_size / x.shape[1]))
-    return x if f == 1 else np.repeat(np.repeat(x, f, axis=1), f, axis=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------

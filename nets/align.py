@@ -291,7 +291,7 @@ def align_faces(image: np.ndarray, resolution: int, *, face: int | None = None, 
     faces = detect_faces(img)
     if not faces:
         raise AlignError(f"no face found in {what} (dlib's frontal face detector); give the face's points with "
-                         f"--landmarks FILE (5 or 68 x y rows)")
+                         f"--landmarks FILE (5 or 68 x y rows), or --no-align for a photo that is a face crop already")
     if face is not None and face >= len(faces):
         raise AlignError(f"--face {face}: {what} has {len(faces)} face{'s' * (len(faces) != 1)} "
                          f"(0 .. {len(faces) - 1}, largest first)")

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="do not read or write the persistent compilation cache (also GAFU_COMPILE_CACHE=0; "
                              "GAFU_COMPILE_CACHE=DIR moves it from ~/.cache/gafu/jax)")
+    parser.add_argument("--native-size", action="store_true",
+                        help="write PNGs at the models' own resolution; by default images and grid cells under "
+                             "128 px are nearest-upscaled so they can be seen (also GAFU_NATIVE_SIZE=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -124,6 +127,8 @@ def error_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.native_size:
+        os.environ["GAFU_NATIVE_SIZE"] = "1"     # read by nets.images.view_min (no import of nets.images here)
     cache = None if args.no_compile_cache else compile_cache_dir()
     if cache:
         enable_compile_cache(cache)

@@ -3,6 +3,11 @@
 Every command that reads a user's image goes through `read_rgb` (one pixel-count limit, one kind of error), and
 every library function that writes a command's outputs first calls `check_output` on them, so that an output path
 that cannot be written fails before the (long) work starts, not after it.
+
+Images people look at are shown at a size they can see: `make_grid` repeats the pixels of cells smaller than
+VIEW_MIN (nearest neighbour, an integer factor, so every model pixel stays one sharp square) and `write_png` does
+the same to a lone image. `gafu --native-size` (GAFU_NATIVE_SIZE=1) writes every PNG at the models' own
+resolution instead.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import numpy as np
 # Pillow's own default (PIL.Image.MAX_IMAGE_PIXELS, about 89.5 megapixels): larger images are refused before they
 # are decoded (a 196-megapixel photo needs 0.6 GB as RGB, and a few bytes of PNG header can claim any size).
 MAX_PIXELS = 89_478_485
+VIEW_MIN = 128          # images and grid cells with a side below this are nearest-upscaled for viewing
+NATIVE_ENV = "GAFU_NATIVE_SIZE"
 
 
 class ImageError(ValueError):
@@ -76,14 +83,30 @@ def from_uint8(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32) / 127.5 - 1.0
 
 
-def make_grid(images: np.ndarray, rows: int | None = None, pad: int = 2, pad_value: int = 255) -> np.ndarray:
-    """[N,H,W,C] uint8 (or [R,C,H,W,C]) -> one [rows*H', cols*W', C] uint8 mosaic, row-major."""
+def view_min() -> int:
+    """The smallest side shown without upscaling: VIEW_MIN, or 0 (never upscale) under GAFU_NATIVE_SIZE=1."""
+    return 0 if os.environ.get(NATIVE_ENV, "").strip().lower() in ("1", "on", "true", "yes") else VIEW_MIN
+
+
+def upscale_nearest(x: np.ndarray, min_size: int) -> np.ndarray:
+    """[N,H,W,C] -> [N,fH,fW,C], each pixel repeated f x f, f = ceil(min_size / min(H, W)) (1 if large enough)."""
+    f = max(1, -(-min_size // min(x.shape[1:3])))
+    return x if f == 1 else np.repeat(np.repeat(x, f, axis=1), f, axis=2)
+
+
+def make_grid(images: np.ndarray, rows: int | None = None, pad: int = 2, pad_value: int = 255,
+              min_cell: int | None = None) -> np.ndarray:
+    """[N,H,W,C] uint8 (or [R,C,H,W,C]) -> one [rows*H', cols*W', C] uint8 mosaic, row-major.
+
+    Cells whose smaller side is below `min_cell` (default `view_min()`; 0 keeps them as they are) are
+    nearest-upscaled by an integer factor first."""
     images = np.asarray(images)
     if images.ndim == 5:
         rows = images.shape[0]
         images = images.reshape(-1, *images.shape[2:])
     if images.ndim != 4:
         raise ValueError(f"make_grid expects [N,H,W,C] or [R,C,H,W,C] images; got shape {images.shape}")
+    images = upscale_nearest(images, view_min() if min_cell is None else min_cell)
     n, h, w, c = images.shape
     rows = rows or int(np.floor(np.sqrt(n)))
     cols = -(-n // rows)
@@ -95,14 +118,18 @@ def make_grid(images: np.ndarray, rows: int | None = None, pad: int = 2, pad_val
     return grid
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a uint8 [H,W,C] (C in 1, 3, 4) image atomically (temp file + rename)."""
+def write_png(path: str | os.PathLike, image: np.ndarray, min_side: int | None = None) -> Path:
+    """Write a uint8 [H,W,C] (C in 1, 3, 4) image atomically (temp file + rename).
+
+    An image whose smaller side is below `min_side` (default `view_min()`; 0 writes it as it is) is
+    nearest-upscaled by an integer factor first (a grid from `make_grid` is past that size already)."""
     from PIL import Image  # deferred: only writers need Pillow
 
     path = Path(path)
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"write_png({path}): expected uint8 [H,W,1|3|4]; got {image.dtype} {image.shape}")
+    image = upscale_nearest(image[None], view_min() if min_side is None else min_side)[0]
     buf = io.BytesIO()
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from interp import dfi, feature_commands as fc
-from nets import vgg
+from nets import images, vgg
 
 skdata = pytest.importorskip("skimage.data")
 SIZE = 48
@@ -194,7 +194,8 @@ def test_cached_means_and_cli(params, faces, tmp_path, capsys):
     assert "feature means from cache" in capsys.readouterr().out
     for a in ("0.2", "0.4"):
         img = np.asarray(Image.open(tmp_path / f"out_a{a}.png"))
-        assert img.shape == (SIZE, SIZE, 3)
+        assert img.shape == (3 * SIZE, 3 * SIZE, 3)                    # under 128 px: shown 3x (nearest)
+        np.testing.assert_array_equal(img, images.upscale_nearest(img[None, ::3, ::3], 3 * SIZE)[0])
     assert len(list((tmp_path / "cache").glob("dfi-*.npz"))) == 1
     # a photo from outside the attribute file: neighbours by pixel distance instead
     import shutil

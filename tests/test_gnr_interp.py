@@ -37,8 +37,8 @@ def photo(tmp_path_factory):
 
 def test_translate_writes_face_and_styles_and_seeds_fix_them(model, photo, tmp_path, capsys):
     out = tmp_path / "t.png"
-    assert cli.main(["gnr", "translate", str(photo), "--model", str(model), "--out", str(out), "--styles", "3",
-                     "--seed", "5"]) == 0
+    assert cli.main(["gnr", "translate", str(photo), "--no-align", "--model", str(model), "--out", str(out),
+                     "--styles", "3", "--seed", "5"]) == 0
     assert "3 sampled styles" in capsys.readouterr().out
     fig = images.read_rgb(out)
     assert fig.shape[0] >= 128 and fig.shape[1] > 3.8 * fig.shape[0]    # one row of 4 upscaled cells
@@ -54,8 +54,8 @@ def test_style_from_a_reference_uses_the_b2a_encoder(model, photo, tmp_path, cap
     ref = tmp_path / "ref.png"
     images.write_png(ref, np.full((20, 20, 3), 200, np.uint8))
     out = tmp_path / "r.png"
-    assert cli.main(["gnr", "translate", str(photo), "--model", str(model), "--out", str(out), "--style-from",
-                     str(ref)]) == 0
+    assert cli.main(["gnr", "translate", str(photo), "--no-align", "--model", str(model), "--out", str(out),
+                     "--style-from", str(ref)]) == 0
     assert "reference's style" in capsys.readouterr().out
     t = T.load_translator(model)
     s = T.reference_style(t, images.read_rgb(ref))
@@ -64,7 +64,7 @@ def test_style_from_a_reference_uses_the_b2a_encoder(model, photo, tmp_path, cap
                                     method=gnr.Generator.style_encode)
     np.testing.assert_allclose(s, want, atol=1e-5)
     lone = write_model(tmp_path / "noback", with_b2a=False)
-    assert cli.main(["gnr", "translate", str(photo), "--model", str(lone), "--out", str(tmp_path / "x.png"),
+    assert cli.main(["gnr", "translate", str(photo), "--no-align", "--model", str(lone), "--out", str(tmp_path / "x.png"),
                      "--style-from", str(ref)]) == 2
     assert "G_B2A" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 

@@ -39,7 +39,8 @@ def assert_trees_equal(x, y) -> None:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=paths.path_str(p))
 
 
-def test_toonify_blend_writes_model_provenance_and_figure(files, capsys):
+def test_toonify_blend_writes_model_provenance_and_figure(files, capsys, monkeypatch):
+    monkeypatch.setenv("GAFU_NATIVE_SIZE", "1")           # the figure's cells at the models' 32 px, to compare
     low, high = modelfile.load_model(files / "m0"), modelfile.load_model(files / "m1")
     out, fig = files / "toon", files / "toon.png"
     rc, stdout, err = run(capsys, "blend", files / "m0", files / "m1", "--out", out, "--toonify", 8,

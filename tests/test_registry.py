@@ -114,7 +114,8 @@ def toy_files(tmp_path_factory):
 
 # ---- a second family through the CLI ---------------------------------------------------------------------------
 
-def test_second_family_blends_and_samples_through_the_cli(toy_files, capsys):
+def test_second_family_blends_and_samples_through_the_cli(toy_files, capsys, monkeypatch):
+    monkeypatch.setenv("GAFU_NATIVE_SIZE", "1")           # figures at the toy models' 8 px, to compare
     d = toy_files
     lo, hi = (modelfile.load_model(d / f"m{i}").variables["G"] for i in (0, 1))
     rc, out, err = run(capsys, "blend", d / "m0", d / "m1", "--out", d / "swap", "--swap", 8,
@@ -213,7 +214,8 @@ def test_check_same_arch_names_parents_and_every_field():
 
 # ---- one list of free fields for both commands ------------------------------------------------------------------
 
-def test_blend_and_toonify_accept_parents_differing_in_free_fields(tmp_path, capsys):
+def test_blend_and_toonify_accept_parents_differing_in_free_fields(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GAFU_NATIVE_SIZE", "1")
     base_cfg = preset("tiny", conv_impl="xla")
     g = jax.tree.map(np.asarray, init_generator(preset("tiny"), jax.random.key(0)))
     base = modelfile.save_model(tmp_path / "base", {"G": g}, base_cfg)
@@ -224,6 +226,7 @@ def test_blend_and_toonify_accept_parents_differing_in_free_fields(tmp_path, cap
     np.savez(tmp_path / "w.npz", w=np.zeros((1, base_cfg.num_ws, base_cfg.w_dim), np.float32))
     images.write_png(tmp_path / "photo.png", np.full((40, 40, 3), 128, np.uint8))
     rc, _, err = run(capsys, "toonify", tmp_path / "photo.png", "--base", base, "--transfer", other,   # refused
-                     "--resolution", 8, "--latent", tmp_path / "w.npz", "--out", tmp_path / "t.png")  # mbstd before
+                     "--resolution", 8, "--no-align", "--latent", tmp_path / "w.npz",       # mbstd before
+                     "--out", tmp_path / "t.png")
     assert rc == 0, err
     assert np.asarray(Image.open(tmp_path / "t.png")).shape == (36, 3 * 34 + 2, 3)

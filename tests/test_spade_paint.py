@@ -84,7 +84,7 @@ def files(tmp_path_factory):
     for name, img in (("photo.png", photo(40, 56, 0)), ("style.png", photo(48, 48, 1)),
                       ("style2.png", photo(36, 30, 2)), ("rough.png", block_rough(rng)),
                       ("rough48.png", np.zeros((48, 48, 3), np.uint8))):
-        images.write_png(d / name, img)
+        images.write_png(d / name, img, min_side=0)      # inputs at their own size
     (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
     return d
 
@@ -124,7 +124,7 @@ def test_seeds_paint_different_pictures_and_a_seed_repeats_exactly(painter, file
     np.testing.assert_array_equal(got[0], rough)
     for i in range(3):
         np.testing.assert_array_equal(got[1 + i], res.paintings[i])
-    np.testing.assert_array_equal(fig[2:2 + CELL, 2:2 + CELL], P.upscale_nearest(rough[None], CELL)[0])
+    np.testing.assert_array_equal(fig[2:2 + CELL, 2:2 + CELL], images.upscale_nearest(rough[None], CELL)[0])
 
 
 def test_the_rough_is_the_datasets_rough_of_the_prepared_photo(files):
@@ -213,7 +213,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(files, capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("gafu spade paint: error: argument --psi: must be a finite")
     assert not out.exists()
-    images.write_png(out, np.zeros((4, 4, 3), np.uint8))
+    images.write_png(out, np.zeros((4, 4, 3), np.uint8), min_side=0)
     rc, _, err = run(capsys, "spade", "paint", files / "photo.png", *low, "--out", out)
     assert rc == 2 and "never.png already exists (pass --overwrite" in err
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.zeros((4, 4, 3), np.uint8))   # untouched
@@ -264,7 +264,7 @@ def test_blend_swap_and_lerp_of_spade_files(files, capsys):
     assert rc == 0 and stdout == f"wrote {out}\n", err
     want = images.make_grid(spade.sample(CFG, mf.variables["G"], [0, 1, 2]))             # previews 0, 1, 2
     np.testing.assert_array_equal(np.asarray(Image.open(out)), want)
-    assert want.shape == (R + 4, 3 * (R + 2) + 2, 3)
+    assert want.shape == (CELL + 4, 3 * (CELL + 2) + 2, 3)                               # 32 px shown 4x
 
 
 def test_blend_and_sample_bad_spade_input(files, capsys):

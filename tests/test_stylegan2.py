@@ -201,11 +201,18 @@ def test_interrupted_save_leaves_nothing(tiny, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sample_cli_writes_a_png(tmp_path):
+def test_sample_cli_writes_a_png(tmp_path, monkeypatch):
     from PIL import Image
 
     from nets.cli import main
     out = tmp_path / "grid.png"
     assert main(["sample", "--preset", "tiny", "--seeds", "0-3", "--out", str(out)]) == 0
+    with Image.open(out) as im:                      # 2 x 2 cells of 32 px, each shown 4x (128 px), 2 px padding
+        assert im.size == (2 + 2 * 130, 2 + 2 * 130) and im.mode == "RGB"
+        big = np.asarray(im)
+    monkeypatch.setenv("GAFU_NATIVE_SIZE", "0")      # restored after the test (main sets it to 1)
+    assert main(["--native-size", "sample", "--preset", "tiny", "--seeds", "0-3", "--out", str(out)]) == 0
     with Image.open(out) as im:
-        assert im.size == (2 + 2 * 34, 2 + 2 * 34) and im.mode == "RGB"
+        assert im.size == (2 + 2 * 34, 2 + 2 * 34)
+        native = np.asarray(im)
+    np.testing.assert_array_equal(big[2:130, 2:130][::4, ::4], native[2:34, 2:34])   # the same pixels, repeated

@@ -134,7 +134,7 @@ def test_cli_stylize(tmp_path, capsys):
             "--save-every", "2", "--out", str(out)]
     assert main(argv) == 0
     assert f"wrote {out} (40x27" in capsys.readouterr().out
-    assert np.asarray(Image.open(out)).shape == (27, 40, 3)
+    assert np.asarray(Image.open(out)).shape == (5 * 27, 5 * 40, 3)    # under 128 px: shown 5x (nearest)
     assert (tmp_path / "o" / "st_00002.png").is_file()
     assert main(argv + ["--style-layers", "relu1_1,conv3_4:2"]) == 2
     assert "layer 'conv3_4' is not a vgg16 tap" in capsys.readouterr().err

@@ -23,13 +23,18 @@ from nets.stylegan2 import preset
 CFG = preset("tiny", conv_impl="xla")              # as tests/test_project.py: one compile of the projector
 PC = P.ProjectConfig(steps=30, w_plus=True)        # = what `--steps 30 --space w+` builds
 R, PAD = 32, 2                                     # make_grid's default padding
+K = images.VIEW_MIN // R                           # the figure's cells are R px models' pixels repeated K x K
 
 
 def panels(png, n: int) -> list[np.ndarray]:
-    """Split a one-row make_grid PNG into its n [R,R,3] panels."""
+    """Split a one-row make_grid PNG into its n [R,R,3] panels (its cells are K-fold nearest upscales)."""
     grid = np.asarray(Image.open(png))
-    assert grid.shape == (R + 2 * PAD, n * (R + PAD) + PAD, 3)
-    return [grid[PAD:PAD + R, PAD + i * (R + PAD):PAD + i * (R + PAD) + R] for i in range(n)]
+    c = K * R
+    assert grid.shape == (c + 2 * PAD, n * (c + PAD) + PAD, 3)
+    cells = [grid[PAD:PAD + c, PAD + i * (c + PAD):PAD + i * (c + PAD) + c] for i in range(n)]
+    for cell in cells:                                   # every model pixel is one K x K square
+        np.testing.assert_array_equal(cell, images.upscale_nearest(cell[None, ::K, ::K], c)[0])
+    return [cell[::K, ::K] for cell in cells]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +128,7 @@ def test_cli_toonify_end_to_end(lib_result, models, files, tmp_path, capsys):
     res, _ = lib_result
     photo, a, b = files["photo"], files["A"], files["B"]
     out = tmp_path / "toon.png"
-    rc = main(["toonify", photo, "--base", a, "--transfer", b, "--resolution", "8", "--out", str(out),
+    rc = main(["toonify", photo, "--no-align", "--base", a, "--transfer", b, "--resolution", "8", "--out", str(out),
                "--steps", "30", "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -139,7 +144,7 @@ def test_cli_toonify_end_to_end(lib_result, models, files, tmp_path, capsys):
     blended = tmp_path / "C"
     assert main(["blend", a, b, "--toonify", "8", "--out", str(blended)]) == 0
     out2 = tmp_path / "toon2.png"
-    assert main(["toonify", photo, "--base", a, "--blended", str(blended), "--latent",
+    assert main(["toonify", photo, "--no-align", "--base", a, "--blended", str(blended), "--latent",
                  str(tmp_path / "toon_w.npz"), "--out", str(out2), "--quiet"]) == 0
     target2, projection2, toon2 = panels(out2, 3)
     np.testing.assert_array_equal(target2, target)
@@ -151,7 +156,7 @@ def test_cli_toonify_end_to_end(lib_result, models, files, tmp_path, capsys):
 def test_cli_project(lib_result, files, tmp_path, capsys):
     res, _ = lib_result
     d = tmp_path / "proj"
-    assert main(["project", files["photo"], "--model", files["A"], "--out-dir", str(d), "--steps", "30",
+    assert main(["project", files["photo"], "--no-align", "--model", files["A"], "--out-dir", str(d), "--steps", "30",
                  "--space", "w+", "--quiet"]) == 0
     assert "LPIPS" in capsys.readouterr().out
     target, projection = panels(d / "proj.png", 2)

@@ -28,7 +28,6 @@ from datasets.pipeline import ArraySource
 from datasets.styles import LOOKS, styled_domain
 from interp import gnr as translate
 from interp import video
-from interp.paint import upscale_nearest
 from nets import images, lpips
 from train.config import TrainConfig, apply_overrides, preset
 from train.demo import check_run, write_report
@@ -38,7 +37,6 @@ RESOLUTION = 32
 VARIANTS = 8              # framings per bundled face (with 8 looks: every face in every look)
 HELD_OUT = 8              # the last faces, never trained on
 STEPS = 1100
-MIN_CELL = 96             # figure cells are shown at least this large
 CLIP_FRAMES, CLIP_FPS, CLIP_SIZE = 36, 12.0, 64
 
 
@@ -70,7 +68,7 @@ def run_gnr_demo(out: str | Path, *, steps: int = STEPS, seed: int = 0, overwrit
         lines.append(f"![{name}]({name})\n\n{text}\n" if name.endswith(".png") else f"- `{name}`: {text}\n")
 
     def show(rows: list[np.ndarray]) -> np.ndarray:
-        return images.make_grid(upscale_nearest(np.concatenate(rows), MIN_CELL), rows=len(rows))
+        return images.make_grid(np.concatenate(rows), rows=len(rows))
 
     d = demo_data()
     pick = np.arange(0, len(d["b"]), len(d["b"]) // 16)[:16]
@@ -91,7 +89,7 @@ def run_gnr_demo(out: str | Path, *, steps: int = STEPS, seed: int = 0, overwrit
     many = translate.translate_image(t, photo, translate.seed_styles(t.cfg, 0, 8))
     note("styles.png", f"One face, many styles: the astronaut (left; scikit-image's, Eileen Collins, NASA; in "
          f"neither domain) translated by the EMA model after {steps} steps under 8 sampled styles (seeds 0-7).",
-         many.figure(MIN_CELL))
+         many.figure())
     one = translate.seed_styles(t.cfg, 3, 1)
     faces = d["test_a"]
     same = np.stack([translate.translate_image(t, f, one).outputs[0] for f in faces])

@@ -25,7 +25,6 @@ from datasets.pipeline import ArraySource
 from datasets.sketch import rough_sketch
 from interp import figure
 from interp.blend_files import BlendSpec
-from interp.paint import upscale_nearest
 from nets import images, registry, spade
 from train.config import TrainConfig, apply_overrides, preset
 from train.demo import check_run, write_report
@@ -37,7 +36,6 @@ VARIANTS = 4              # framings per bundled face
 HELD_OUT = 10             # the last faces, never trained on
 STEPS_A = 1500
 STEPS_B = 300
-MIN_CELL = 96             # figure cells are shown at least this large
 
 
 def demo_config(seed: int = 0) -> TrainConfig:
@@ -71,8 +69,8 @@ def run_spade_demo(out: str | Path, *, steps_a: int = STEPS_A, steps_b: int = ST
         lines.append(f"![{name}]({name})\n\n{text}\n")
 
     def show(rows: list[np.ndarray]) -> np.ndarray:
-        """Rows of uint8 [N,R,R,3] cells -> one grid, cells upscaled to MIN_CELL."""
-        return images.make_grid(upscale_nearest(np.concatenate(rows), MIN_CELL), rows=len(rows))
+        """Rows of uint8 [N,R,R,3] cells -> one grid (small cells nearest-upscaled by make_grid)."""
+        return images.make_grid(np.concatenate(rows), rows=len(rows))
 
     d = demo_data()
     pick = np.linspace(0, len(d["a"]) - 1, 10).astype(int)
