@@ -7,6 +7,7 @@ VGG x 10) at batch 4 on one device, the case compared with imoken1122/SPADE-Anim
   python benchmarks/spade_step.py                                   # spade-anime, 256 px, batch 4
   python benchmarks/spade_step.py --config spade-tiny --repeats 5
   python benchmarks/spade_step.py --set loss.lambda_vgg=0           # without the perceptual loss
+  python benchmarks/spade_step.py --config gnr --memory              # XLA's memory plan of the step, not run
 """
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed steps (after one warm-up)")
+    p.add_argument("--memory", action="store_true", help="compile only (shard_map) and print XLA's memory plan "
+                   "of the step: arguments, outputs and the temporaries' peak (no step is run)")
     args = p.parse_args(argv)
+    if args.memory:
+        args.set = args.set + ["parallel=shard_map"]
 
     import jax
     import numpy as np
@@ -54,6 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     call = fn.lower(state, batch, seed, frozen).compile() if cfg.parallel == "shard_map" else fn
     t_lower = time.perf_counter() - t0                                             # trace + compile (shard_map)
+    if args.memory:
+        m = call.memory_analysis()
+        res = {"config": args.config, "sets": args.set, "compile_s": round(t_lower, 1),
+               **{k: round(getattr(m, f"{k}_size_in_bytes") / 2 ** 30, 3) for k in
+                  ("argument", "output", "temp", "generated_code")}}
+        print(f"{args.config} batch {cfg.batch}: temporaries {res['temp']:.2f} GiB, arguments {res['argument']:.2f} "
+              f"GiB, outputs {res['output']:.2f} GiB (compile {t_lower:.0f} s)")
+        print(json.dumps(res))
+        return res
     jax.block_until_ready(call(state, batch, seed, frozen))                        # warm-up (pmap compiles here)
     t_compile = time.perf_counter() - t0
     times, cpu = [], []
