@@ -142,3 +142,18 @@ def read_lfw_attributes(path: str | Path) -> AttributeTable:
     if len(set(files)) != len(files):
         raise ValueError(f"{path}: duplicate (person, imagenum) rows")
     return AttributeTable(names, tuple(files), np.asarray(rows, dtype=np.float32).reshape(len(files), len(names)))
+
+
+def read_attribute_file(path: str | Path) -> tuple[str, AttributeTable]:
+    """LFW's `lfw_attributes.txt` or CelebA's `list_attr_celeba.txt`, told apart by LFW's leading comment line ->
+    ("lfw" | "celeba", its table with float32 values: LFW's decision values, CelebA's booleans as +1/-1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"attribute file {path} does not exist")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lfw = f.readline().lstrip().startswith("#")
+    if lfw:
+        t = read_lfw_attributes(path)
+        return "lfw", dataclasses.replace(t, values=np.asarray(t.values, np.float32))
+    t = read_celeba_attributes(path)
+    return "celeba", dataclasses.replace(t, values=np.where(t.values, 1.0, -1.0).astype(np.float32))

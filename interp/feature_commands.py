@@ -125,21 +125,11 @@ def read_attribute_file(path: str | Path):
     files are paths relative to the image folder (LFW: Name_With_Underscores/Name_With_Underscores_0001.jpg);
     CelebA's booleans become +1/-1 like its file. The parsing itself is datasets/attributes.py's.
     """
-    import numpy as np
-
     from datasets import attributes
     from interp.feature_files import AttributeRows
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"attribute file {path} does not exist")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline()
-    if first.lstrip().startswith("#"):
-        t = attributes.read_lfw_attributes(path)
-        return AttributeRows("lfw", list(t.names), list(t.files), np.asarray(t.values, np.float32))
-    t = attributes.read_celeba_attributes(path)
-    return AttributeRows("celeba", list(t.names), list(t.files), np.where(t.values, 1.0, -1.0).astype(np.float32))
+    kind, t = attributes.read_attribute_file(path)
+    return AttributeRows(kind, list(t.names), list(t.files), t.values)
 
 
 def parse_crop(spec: str) -> tuple[int, int, int, int]:

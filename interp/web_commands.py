@@ -75,24 +75,14 @@ def _spec(args: argparse.Namespace):
 
 def read_attributes(path: str):
     """LFW's or CelebA's attribute file -> interp.feature_files.AttributeRows (as `gafu dfi` reads it, in
-    interp/feature_commands.py, which a front may not import; the parsing is datasets/attributes.py's)."""
-    from pathlib import Path
-
-    import numpy as np
-
+    interp/feature_commands.py; the reading is datasets/attributes.py's)."""
     from datasets import attributes
     from interp.feature_files import AttributeRows
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--dfi-attributes {p} does not exist")
-    with open(p, encoding="utf-8", errors="replace") as f:
-        lfw = f.readline().lstrip().startswith("#")
-    if lfw:
-        t = attributes.read_lfw_attributes(p)
-        return AttributeRows("lfw", list(t.names), list(t.files), np.asarray(t.values, np.float32))
-    t = attributes.read_celeba_attributes(p)
-    return AttributeRows("celeba", list(t.names), list(t.files), np.where(t.values, 1.0, -1.0).astype(np.float32))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--dfi-attributes {path} does not exist")
+    kind, t = attributes.read_attribute_file(path)
+    return AttributeRows(kind, list(t.names), list(t.files), t.values)
 
 
 def _serve(args: argparse.Namespace) -> int:
