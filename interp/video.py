@@ -427,7 +427,7 @@ def style_grid(frame: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     if s == 1:
         return outputs[0]
     tiles = np.concatenate([outputs[:s // 2], frame[None], outputs[s // 2:]])             # [S+1,R,R,3]
-    return make_grid(tiles, rows=1 if s == 4 else 3, pad=GRID_PAD, pad_value=0)
+    return make_grid(tiles, rows=1 if s == 4 else 3, pad=GRID_PAD, pad_value=0, min_cell=0)
 
 
 def pad_batch(frames: np.ndarray, batch: int) -> tuple[np.ndarray, int]:

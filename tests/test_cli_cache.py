@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
 from nets import cli
@@ -67,6 +68,7 @@ def test_two_processes_share_the_cache_and_a_rerun_hits_it(tmp_path):
         np.testing.assert_array_equal(img, imgs[0])               # a program from the cache computes the same
 
 
+@pytest.mark.slow    # ~40-85 s on 2 cores: keeps the default tier under 10 min in CI
 def test_no_compile_cache_writes_nothing(tmp_path):
     cache = tmp_path / "cache"
     env_off = gafu(*SAMPLE, cache=None, out=tmp_path / "a.png", jax_dir=tmp_path / "jax")

@@ -21,10 +21,10 @@ def _check_report(out):
     for name in IMAGES:
         with Image.open(out / name) as im:
             assert im.mode == "RGB" and min(im.size) >= 32
-    with Image.open(out / "blend.png") as im:     # rows: A, r = 8, 16, 32, B; 8 seeds: 34 px per 32 px cell
-        assert im.size == (2 + 8 * 34, 2 + 5 * 34)
+    with Image.open(out / "blend.png") as im:     # rows: A, r = 8, 16, 32, B; 8 seeds: 32 px cells shown 4x
+        assert im.size == (2 + 8 * 130, 2 + 5 * 130)
     with Image.open(out / "toonify.png") as im:   # target | projection | toon
-        assert im.size == (2 + 3 * 34, 2 + 34)
+        assert im.size == (2 + 3 * 130, 2 + 130)
     assert (out / "train_A" / "ema" / "gafu.json").is_file() and (out / "train_B" / "ema" / "gafu.json").is_file()
     return text
 
@@ -100,9 +100,9 @@ def test_spade_demo_reduced(tmp_path):
     assert re.findall(r"!\[([^\]]+)\]", text) == list(SPADE_IMAGES)
     for name in SPADE_IMAGES:
         with Image.open(out / name) as im:
-            assert im.mode == "RGB" and min(im.size) >= 96 * 3
-    with Image.open(out / "blend.png") as im:     # rows: A, r = 2, 4, 8, 16, 32, B; 8 roughs: 98 px per cell
-        assert im.size == (2 + 8 * 98, 2 + 7 * 98)
+            assert im.mode == "RGB" and min(im.size) >= 128 * 3
+    with Image.open(out / "blend.png") as im:     # rows: A, r = 2, 4, 8, 16, 32, B; 8 roughs: 130 px per cell
+        assert im.size == (2 + 8 * 130, 2 + 7 * 130)
     assert "after 2 steps" in text
 
 
@@ -116,8 +116,8 @@ def test_gnr_demo_reduced(tmp_path):
     assert re.findall(r"!\[([^\]]+)\]", text) == ["data.png", "styles.png", "consistency.png", "video_frames.png"]
     assert all(f"`{v}`" in text for v in ("clip.mp4", "toon_fixed.mp4", "toon_drift.mp4"))
     assert "after 3 steps" in text and "Temporal stability" in text
-    with Image.open(out / "styles.png") as im:               # face + 8 styles, 96 px cells
-        assert im.size == (2 + 9 * 98, 2 + 98)
+    with Image.open(out / "styles.png") as im:               # face + 8 styles, 32 px cells shown at 128
+        assert im.size == (2 + 9 * 130, 2 + 130)
     for name in ("toon_fixed.mp4", "toon_drift.mp4"):
         info = video.probe(out / name)
         assert (info.frames, info.fps, info.width) == (36, 12.0, 32)

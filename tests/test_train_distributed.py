@@ -25,6 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow    # ~40-85 s on 2 cores: keeps the default tier under 10 min in CI
 def test_two_processes_give_the_same_update_as_one(tmp_path):
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]),

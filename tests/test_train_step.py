@@ -37,6 +37,7 @@ def max_diffs(a, b) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow    # ~40-85 s on 2 cores: keeps the default tier under 10 min in CI
 def test_pmap_and_shard_map_give_the_same_step(step_setup):
     assert len(jax.devices()) == 8
     d = max_diffs(one_step(step_setup, "shard_map", 8), one_step(step_setup, "pmap", 8))
