@@ -51,9 +51,9 @@ def fid_time(num: int, model: str | None, data: str | None, tmp: Path) -> tuple[
         model = str(tmp / "tiny")
         modelfile.save_model(model, stylegan2.init_model(cfg, jax.random.key(0)), cfg)
     if data is None:
-        from nets import cli
+        from datasets.builders import prepare_dataset
         data = str(tmp / "demo")
-        cli.main(["prepare-data", "demo", "--out", data])
+        prepare_dataset("demo", data, resolution=32, progress=False)      # = gafu prepare-data demo
     weights = inception_weights.save_npz(inception.init_variables(0), tmp / "inc.npz", "random")
     t = time.time()
     specs = run.parse_metrics("fid10k", num)
