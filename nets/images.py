@@ -90,7 +90,7 @@ def view_min() -> int:
 
 def upscale_nearest(x: np.ndarray, min_size: int) -> np.ndarray:
     """[N,H,W,C] -> [N,fH,fW,C], each pixel repeated f x f, f = ceil(min_size / min(H, W)) (1 if large enough)."""
-    f = max(1, -(-min_size // min(x.shape[1:3])))
+    f = max(1, -(-min_size // max(1, min(x.shape[1:3]))))       # max(1, .): an empty image stays empty
     return x if f == 1 else np.repeat(np.repeat(x, f, axis=1), f, axis=2)
 
 
