@@ -12,14 +12,14 @@ are refused unless the caller allows them: FIDs computed with them are not compa
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from nets import convert_io, inception
+from nets import inception, weight_files
+from nets.weight_files import arrays_sha256
 
 FILE_NAME = "pt_inception-2015-12-05-6726825d.pth"
 SHA256_PREFIX = "6726825d"
@@ -28,65 +28,28 @@ SHA256_PREFIX = "6726825d"
 SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FILE_NAME
 ENV = "GAFU_INCEPTION"
-META_KEYS = ("source_sha256", "weights_sha256")
+META_KEYS = weight_files.META_KEYS
 
 
 class InceptionWeightsError(ValueError):
     """The Inception weights are missing, unreadable, of the wrong shapes, or not the expected file."""
 
 
-def weights_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(os.path.join("~", ".cache"))
-    return Path(base) / "gafu" / "weights"
+SPEC = weight_files.WeightSpec("the FID Inception weights (pytorch-fid's)", FILE_NAME, SHA256, URL, ENV,
+                               "--inception", "--convert-inception", InceptionWeightsError)
 
 
 def default_candidates() -> list[Path]:
-    d = weights_dir()
-    return [d / FILE_NAME, d / (Path(FILE_NAME).stem + ".npz")]
+    return SPEC.candidates()
 
 
 def missing_message(tried: list[Path]) -> str:
-    where = ", ".join(str(p) for p in tried)
-    return (f"the FID Inception weights are needed and were not found (looked at {where}). Download pytorch-fid's "
-            f"weights yourself from {URL} and either put the file at {default_candidates()[0]}, set "
-            f"{ENV}=FILE, or pass --inception FILE. Without torch at eval time, convert it once with "
-            f"`gafu eval --convert-inception {FILE_NAME} --out {default_candidates()[1]}` on a machine that has "
-            f"it (pip install 'gafu[torch]')")
+    return SPEC.missing_message(tried)
 
 
 def find_weights(path: str | os.PathLike | None = None) -> Path:
     """The weights file to use: `path`, else $GAFU_INCEPTION, else the first default location that exists."""
-    if path is None:
-        path = os.environ.get(ENV) or None
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise InceptionWeightsError(missing_message([p]))
-        return p
-    tried = default_candidates()
-    for p in tried:
-        if p.is_file():
-            return p
-    raise InceptionWeightsError(missing_message(tried))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def arrays_sha256(flat: Mapping[str, np.ndarray]) -> str:
-    """A hash of named arrays (keys sorted; name, dtype, shape and bytes of each): the weights' identity, whatever
-    file they came in. Also the cache key of dataset statistics."""
-    h = hashlib.sha256()
-    for k in sorted(flat):
-        a = np.ascontiguousarray(flat[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    return weight_files.find(SPEC, path)
 
 
 def _torch_key(path: tuple[str, ...]) -> str:
@@ -149,20 +112,7 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], str]:
     """(torch-keyed arrays, sha256 of the original .pth) of a .pth or a converted .npz."""
-    try:
-        flat = convert_io.read_checkpoint(path)
-    except convert_io.ConvertError as e:
-        raise InceptionWeightsError(str(e)) from None
-    if path.suffix.lower() != ".npz":
-        return flat, file_sha256(path)
-    if "weights_sha256" not in flat or "source_sha256" not in flat:
-        raise InceptionWeightsError(f"{path}: no source_sha256/weights_sha256; write the .npz with "
-                                    f"`gafu eval --convert-inception FILE.pth --out {path.name}`")
-    meta = {k: str(flat.pop(k)) for k in META_KEYS}
-    if arrays_sha256(flat) != meta["weights_sha256"]:
-        raise InceptionWeightsError(f"{path}: its arrays do not match the weights_sha256 written with them "
-                                    f"(the file is damaged); convert the .pth again")
-    return flat, meta["source_sha256"]
+    return weight_files.read(SPEC, path)
 
 
 def load_inception(path: str | os.PathLike | None = None, allow_other: bool = False) -> tuple[dict, str]:
@@ -197,6 +147,4 @@ def convert_inception(src: str | os.PathLike, out: str | os.PathLike, overwrite:
 def save_npz(variables: Mapping, out: str | os.PathLike, source_sha256: str, overwrite: bool = False) -> Path:
     """Variables -> the converted .npz (atomically), recording where they came from (`source_sha256`: the .pth's
     hash, or any label for weights that never were one, e.g. random test weights)."""
-    flat = to_state_dict(variables)
-    flat.update(source_sha256=np.array(source_sha256), weights_sha256=np.array(arrays_sha256(flat)))
-    return convert_io.write_npz(out, flat, overwrite=overwrite)
+    return weight_files.save_npz(to_state_dict(variables), out, source_sha256, overwrite=overwrite)

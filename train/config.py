@@ -45,6 +45,8 @@ class TrainConfig:
     metrics: str = ""                 # comma-separated `gafu eval` metrics computed at every export (NV --metrics)
     metrics_inception: str | None = None    # the FID Inception weights for them (default: gafu eval's lookup)
     metrics_any_inception: bool = False     # accept Inception weights other than pytorch-fid's
+    metrics_vgg16: str | None = None        # NV's metric vgg16.pt for precision/recall (default: gafu eval's lookup)
+    metrics_any_vgg16: bool = False         # accept VGG-16 weights other than NV's
 
     def __post_init__(self):
         rec = recipes.get(self.family)

