@@ -83,6 +83,38 @@ def test_eval_errors(files, capsys, tmp_path, monkeypatch):
     assert "testB" in capsys.readouterr().err
 
 
+def test_eval_errors_of_the_new_metrics(files, capsys, tmp_path, monkeypatch):
+    from nets import nv_vgg16_weights
+
+    d, _ = files
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv(nv_vgg16_weights.ENV, raising=False)
+    base = ["eval", str(d / "m"), "--data", str(d / "data"), "--no-progress", "--no-jsonl"]
+    assert cli.main(base + ["--metrics", "pr1k3"]) == 2                 # NV's VGG-16 is looked for, not found
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and nv_vgg16_weights.URL in err[0] and "--vgg16" in err[0] and "--convert-vgg16" in err[0]
+    assert cli.main(base + ["--metrics", "lpips_div10"]) == 2
+    assert "stylegan2 model without sources" in capsys.readouterr().err
+    assert cli.main(["eval", "--convert-vgg16", str(tmp_path / "vgg16.pt")]) == 2
+    assert "--convert-vgg16 needs --out" in capsys.readouterr().err
+    assert cli.main(["eval", "--convert-vgg16", str(tmp_path / "vgg16.pt"), "--out", str(tmp_path / "v.npz")]) == 2
+    assert nv_vgg16_weights.URL in capsys.readouterr().err                # the missing file, one clear line
+    assert not (tmp_path / "v.npz").exists()
+
+
+def test_training_metrics_refuse_before_the_run(tmp_path, monkeypatch):
+    from nets import nv_vgg16_weights
+    from tests._train_common import make_config
+    from train.eval.hook import ExportMetrics
+
+    with pytest.raises(ValueError, match="lpips_div10: .*this run is a stylegan2 model"):
+        ExportMetrics.create(make_config("metrics=lpips_div10"), None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv(nv_vgg16_weights.ENV, raising=False)
+    with pytest.raises(nv_vgg16_weights.VGG16WeightsError, match="vgg16"):
+        ExportMetrics.create(make_config("metrics=pr1k3"), None)
+
+
 @pytest.mark.slow
 def test_training_metrics_at_export(files, tmp_path):
     from tests._train_common import make_config

@@ -33,6 +33,7 @@ class ExportMetrics:
         from nets import inception_weights, nv_vgg16_weights
 
         specs = run.parse_metrics(cfg.metrics)
+        run.check_family(cfg.family, specs, "this run")
         if run.needs_inception(specs):
             inception_weights.find_weights(cfg.metrics_inception)   # fail before training, not at the export
         if run.needs_vgg16(specs):

@@ -218,14 +218,14 @@ def needs_vgg16(specs: Sequence[MetricSpec]) -> bool:
     return any(s.network == "vgg16" for s in specs)
 
 
-def check_family(model: fakes.Model, specs: Sequence[MetricSpec]) -> None:
-    """Metrics that only some families have, refused before anything runs."""
+def check_family(family: str, specs: Sequence[MetricSpec], what: str = "the model") -> None:
+    """Metrics that only some families have, refused before anything runs (`what`: the model file, or the run)."""
     for s in specs:
-        if s.kind == "ppl" and model.family != "stylegan2":
-            raise ValueError(f"{s.name}: PPL walks a StyleGAN2 latent space; {model.path} is a {model.family} model")
-        if s.kind == "lpips_div" and model.family not in fakes.DIVERSITY_FAMILIES:
+        if s.kind == "ppl" and family != "stylegan2":
+            raise ValueError(f"{s.name}: PPL walks a StyleGAN2 latent space; {what} is a {family} model")
+        if s.kind == "lpips_div" and family not in fakes.DIVERSITY_FAMILIES:
             raise ValueError(f"{s.name}: LPIPS diversity is the spread of one source's translations under "
-                             f"different styles or seeds; {model.path} is a {model.family} model without sources "
+                             f"different styles or seeds; {what} is a {family} model without sources "
                              f"(for StyleGAN2, recall (pr50k3) measures coverage)")
 
 
@@ -236,7 +236,7 @@ def make_evaluator(model: fakes.Model, data: Any, specs: Sequence[MetricSpec], *
     """Check what the metrics need (the family, the data, the weight files) before anything long runs."""
     if batch < 1:
         raise ValueError(f"--batch must be >= 1; got {batch}")
-    check_family(model, specs)
+    check_family(model.family, specs, str(model.path))
     split = split or fakes.DEFAULT_SPLITS[model.family][0]
     compared = [s.name for s in specs if s.network]
     diversity = [s.name for s in specs if s.kind == "lpips_div"]
