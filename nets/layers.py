@@ -150,7 +150,7 @@ def _winograd_bwd(m: int, res: tuple[Array, Array], dy: Array) -> tuple[Array, A
     """dx is the same conv of dy with the flipped, channel-swapped kernel (a forward Winograd: no scatter of
     strided taps as autodiff would do); dw is `winograd_weight_grad`."""
     x, w = res
-    dy = lax.optimization_barrier(dy)                                  # see `matmul`
+    x, dy = lax.optimization_barrier((x, dy))                          # see `matmul` and `_conv3x3_bwd`
     return _winograd_raw(dy, _dx_kernel(w), m), winograd_weight_grad(x, dy)
 
 
@@ -277,7 +277,10 @@ def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
     if _im2col_wins(x, trained):                                       # small maps: autodiff of the matmul form
         dx, dw = jax.vjp(_conv_im2col_same, x, w)[1](dy)
         return (None if want_dx is None else dx), (dw if trained else None)
-    dy = lax.optimization_barrier(dy)                                  # see `matmul`
+    # dy: see `matmul`. x: the dw below re-forms x's Winograd tiles (2.25x x's size); without the barrier XLA
+    # merges them with the forward's (or computes them as soon as x exists) and keeps them alive from the forward
+    # to here: in a GAN step, GiBs of tiles held at once.
+    x, dy = lax.optimization_barrier((x, dy))
     wt = _dx_kernel(w)
     wino = _winograd_wins(x, w, trained)
     dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
@@ -381,7 +384,7 @@ def _conv3x3_s2_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
 def _conv3x3_s2_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     x, w = res                                                        # dy [N,Ho,Wo,O]
     h, wd = x.shape[1:3]
-    dy = lax.optimization_barrier(dy)
+    x, dy = lax.optimization_barrier((x, dy))                          # the patches of dw: see `_conv3x3_bwd`
     # dx[2p+a] += dy[p] w[a]^T: a stride-2 transposed conv (2Ho+2 long, covering H = 2Ho+1 or 2Ho+2).
     dx = conv_transpose_polyphase(dy, w.transpose(0, 1, 3, 2))[:, :h, :wd]
     dw = (_patches(x, 3, 2).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)
@@ -510,6 +513,57 @@ def modulated_conv2d(x: Array, w: Array, styles: Array, *, demodulate: bool = Tr
                                      feature_group_count=n)
     ho, wo = y.shape[1:3]
     return y.reshape(ho, wo, n, o).transpose(2, 0, 1, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pooling
+
+
+def _windows2x2(x: Array) -> Array:
+    """[N,H,W,C] -> [N,H/2,2,W/2,2,C] (floor mode: an odd last row/column is dropped, as torch and Caffe-VGG)."""
+    n, h, w, c = x.shape
+    return x[:, :h - h % 2, :w - w % 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def max_pool2x2(x: Array) -> Array:
+    """2x2 stride-2 max pool (VALID, floor mode). x [N,H,W,C] -> [N,H//2,W//2,C].
+
+    A reduce over reshaped windows with a custom backward: the gradient goes to the first maximum of each window
+    in row-major order, as torch's max_pool2d. XLA:CPU differentiates lax.reduce_window's max through a variadic
+    reduce-window that carries four int32 index maps of the input's size (memory) and runs ~2x slower.
+    """
+    return jnp.max(_windows2x2(x), axis=(2, 4))
+
+
+def _max_pool2x2_fwd(x: Array) -> tuple[Array, tuple[Array, Array]]:
+    y = max_pool2x2(x)
+    return y, (x, y)
+
+
+def _max_pool2x2_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array]:
+    x, y = res
+    win = _windows2x2(x)                                                     # [N,h,2,w,2,C]
+    hit = [win[:, :, a, :, b] == y for a in (0, 1) for b in (0, 1)]           # row-major window order
+    first, seen = [], jnp.zeros_like(hit[0])
+    for h in hit:                                                            # first maximum only (ties)
+        first.append(h & ~seen)
+        seen = seen | h
+    g = [jnp.where(f, dy, 0).astype(dy.dtype) for f in first]
+    rows = [jnp.stack(g[2 * a:2 * a + 2], axis=3) for a in (0, 1)]           # [N,h,w,2,C] per window row
+    n, h, w, c = y.shape
+    dx = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c)                 # [N,h,2,w,2,C] -> [N,2h,2w,C]
+    pad = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
+    return (jnp.pad(dx, pad),)
+
+
+max_pool2x2.defvjp(_max_pool2x2_fwd, _max_pool2x2_bwd)
+
+
+def avg_pool2x2(x: Array) -> Array:
+    """2x2 stride-2 average pool (VALID, floor mode) as a mean over reshaped windows: its gradient is a broadcast,
+    where lax.reduce_window's is a padded reduce-window. x [N,H,W,C] -> [N,H//2,W//2,C]."""
+    return jnp.mean(_windows2x2(x), axis=(2, 4))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from typing import Any, Iterable, Literal, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from nets import layers
 
@@ -120,11 +119,10 @@ def _conv(x: Array, kernel: Array, bias: Array) -> Array:
 
 def _pool(x: Array, pooling: Pooling) -> Array:
     # 2x2 stride 2, floor mode (odd sizes drop the last row/column, as torch and Caffe-VGG do)
-    win, strides = (1, 2, 2, 1), (1, 2, 2, 1)
     if pooling == "max":
-        return lax.reduce_window(x, -jnp.inf, lax.max, win, strides, "VALID")
+        return layers.max_pool2x2(x)
     if pooling == "avg":
-        return lax.reduce_window(x, 0.0, lax.add, win, strides, "VALID") * 0.25
+        return layers.avg_pool2x2(x)
     raise ValueError(f"unknown pooling {pooling!r}; expected 'max' or 'avg'")
 
 

@@ -344,3 +344,30 @@ def test_forward_mode_autodiff_through_xla_and_1x1_convs(rng):
     f = lambda x: layers.conv2d(layers.conv2d(x, w3, impl="xla"), w1)    # noqa: E731
     _, t = jax.jvp(f, (x,), (x,))
     np.testing.assert_allclose(np.asarray(t), np.asarray(f(x)), rtol=1e-4, atol=1e-3)   # linear in x
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 9, 2), (3, 5, 4, 1)])
+def test_pools_equal_reduce_window_in_value_and_gradient(shape):
+    """max_pool2x2 / avg_pool2x2 (reshaped windows, floor mode) == lax.reduce_window, forward and backward."""
+    from jax import lax
+    x = jax.random.normal(jax.random.key(0), shape)
+    win = ((1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    refs = {layers.max_pool2x2: lambda v: lax.reduce_window(v, -jnp.inf, lax.max, *win),
+            layers.avg_pool2x2: lambda v: lax.reduce_window(v, 0.0, lax.add, *win) * 0.25}
+    for pool, ref in refs.items():
+        ct = jax.random.normal(jax.random.key(1), ref(x).shape)
+        np.testing.assert_allclose(pool(x), ref(x), rtol=1e-6, atol=1e-7)      # avg: another summation order
+        got, want = (jax.grad(lambda v, f=f: jnp.sum(f(v) * ct))(x) for f in (pool, ref))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert got.shape == x.shape and not np.any(np.asarray(got)[:, 2 * (shape[1] // 2):])   # dropped row: 0
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
+    """As torch's max_pool2d: a window of equal values sends the whole gradient to its first (row-major) element;
+    ReLU zeros, the common tie, then pass nothing on (their ReLU gradient is 0 either way)."""
+    x = jnp.array([[1.0, 1.0, 0.0, 2.0], [1.0, 0.5, 2.0, 2.0]])[None, :, :, None]         # [1,2,4,1]
+    g = jax.grad(lambda v: jnp.sum(layers.max_pool2x2(v) * jnp.array([3.0, 5.0]).reshape(1, 1, 2, 1)))(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[3.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    # differentiable again (a gradient penalty through a pooled network)
+    gg = jax.grad(lambda v: jnp.sum(jax.grad(lambda u: jnp.sum(layers.max_pool2x2(u) ** 2))(v)))(x)
+    np.testing.assert_array_equal(gg[0, :, :, 0], [[2.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
