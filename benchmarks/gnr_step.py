@@ -5,7 +5,8 @@
   python benchmarks/gnr_step.py --set loss.lambda_lpips=0
 
 The step is benchmarks/spade_step.py's measurement (any training preset) on preset 'gnr': both directions, the
-three discriminators, LPIPS-VGG, the lazy R1 branch not taken (it runs every 16th step). The video is a
+three discriminators, LPIPS-VGG, the lazy R1 branch not taken (it runs every 16th step; --r1 times that step too).
+Each step measurement runs in its own process (its own compile and peak RSS). The video is a
 synthetic clip of the astronaut's face (datasets/demo.py heldout_clip) translated by a freshly initialised
 release-size model with one fixed style, at --batch 1 and --batch 8 (each after a warm-up clip, so compiling
 is not counted). The reference's step (mchong6/GANsNRoses train.py) is timed with its own code in a scratch
@@ -14,7 +15,9 @@ torch venv, outside this repository; see the README's Performance section.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,25 +57,34 @@ def video_fps(frames: int, batches: list[int], resolution: int) -> dict[int, flo
     return out
 
 
+def step_subprocess(args: list[str]) -> dict:
+    """benchmarks/spade_step.py in its own process (its own peak RSS), its JSON result line."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("spade_step.py")), *args], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    print(out, end="")
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], help="training config override a.b=value")
     p.add_argument("--repeats", type=int, default=3, help="timed training steps (after the warm-up)")
     p.add_argument("--frames", type=int, default=32, help="frames of the timed clip")
     p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--r1", action="store_true", help="also time a step that takes the lazy R1 branch")
     p.add_argument("--skip-step", action="store_true", help="only the video")
     p.add_argument("--skip-video", action="store_true", help="only the training step")
     args = p.parse_args(argv)
 
     rows = []
     if not args.skip_step:
-        from spade_step import main as step_main        # benchmarks/spade_step.py (this folder is on sys.path)
-
         sets = [f"model.resolution={args.resolution}"] + args.set
-        r = step_main(["--config", "gnr", "--batch", "4", "--repeats", str(args.repeats)]
-                      + [f"--set={s}" for s in sets])
-        rows.append(("training step, batch 4 (s)", f"{r['s_per_step']:.2f}", f"runs {r['all']}, compile + "
-                     f"first {r['compile_and_first_s']:.0f} s, peak RSS {r['peak_rss_gb']:.1f} GB"))
+        for at_step, what in [(1, "training step")] + [(0, "R1 step")] * args.r1:
+            r = step_subprocess(["--config", "gnr", "--batch", "4", "--repeats", str(args.repeats),
+                                 "--at-step", str(at_step)] + [f"--set={s}" for s in sets])
+            rows.append((f"{what}, batch 4 (s)", f"{r['s_per_step']:.2f}", f"runs {r['all']}, compile + first "
+                         f"{r['compile_and_first_s']:.0f} s, CPU {r['cpu_s_per_step']:.0f} s/step, peak RSS "
+                         f"{r['peak_rss_gb']:.1f} GB"))
     if not args.skip_video:
         fps = video_fps(args.frames, [1, 8], args.resolution)
         rows += [(f"gnr video --batch {b} (frames/s)", f"{v:.2f}", f"{args.frames} frames, 1 style")

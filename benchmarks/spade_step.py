@@ -8,6 +8,10 @@ VGG x 10) at batch 4 on one device, the case compared with imoken1122/SPADE-Anim
   python benchmarks/spade_step.py --config spade-tiny --repeats 5
   python benchmarks/spade_step.py --set loss.lambda_vgg=0           # without the perceptual loss
   python benchmarks/spade_step.py --config gnr --memory              # XLA's memory plan of the step, not run
+  python benchmarks/spade_step.py --config gnr --at-step 0            # a step that takes the lazy R1 branch
+
+Every timed call starts from the same state; its step counter is --at-step (default 1, so lazy regularisers that
+run on steps divisible by their interval are not taken).
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--set", action="append", default=[], help="config override a.b=value (repeatable)")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed steps (after one warm-up)")
+    p.add_argument("--at-step", type=int, default=1, help="the state's step counter for every timed call (default "
+                   "1: lazy regularisers such as R1 every 16 steps are not taken; 0 takes them)")
     p.add_argument("--memory", action="store_true", help="compile only (shard_map) and print XLA's memory plan "
                    "of the step: arguments, outputs and the temporaries' peak (no step is run)")
     args = p.parse_args(argv)
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     batch = put_batch(rows, mesh, cfg.parallel)
     seed = put_replicated(np.uint32(0), mesh)
     t0 = time.perf_counter()
-    state = put_replicated(to_host(rec.init(hp, jax.random.key(0), None)[1]), mesh)
+    state = to_host(rec.init(hp, jax.random.key(0), None)[1])
+    state = put_replicated(state.replace(step=np.asarray(args.at_step, state.step.dtype)), mesh)
     frozen = rec.frozen(hp)
     frozen = None if frozen is None else put_replicated(frozen, mesh)
     t_init = time.perf_counter() - t0
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     res = {"config": args.config, "sets": args.set, "resolution": hp.model.resolution, "batch": cfg.batch,
+           "at_step": args.at_step,
            "num_devices": len(devices), "device": str(devices[0].device_kind), "init_s": round(t_init, 2),
            "compile_s": round(t_lower, 2) if cfg.parallel == "shard_map" else None,
            "compile_and_first_s": round(t_compile, 2), "s_per_step": round(statistics.median(times), 3),

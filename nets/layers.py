@@ -150,8 +150,8 @@ def _winograd_bwd(m: int, res: tuple[Array, Array], dy: Array) -> tuple[Array, A
     """dx is the same conv of dy with the flipped, channel-swapped kernel (a forward Winograd: no scatter of
     strided taps as autodiff would do); dw is `winograd_weight_grad`."""
     x, w = res
-    x, dy = lax.optimization_barrier((x, dy))                          # see `matmul` and `_conv3x3_bwd`
-    return _winograd_raw(dy, _dx_kernel(w), m), winograd_weight_grad(x, dy)
+    dy = lax.optimization_barrier(dy)                                  # see `matmul`
+    return _winograd_raw(dy, _dx_kernel(w), m), winograd_weight_grad(_tied(x, dy), dy)
 
 
 _winograd.defvjp(_winograd_fwd, _winograd_bwd)
@@ -173,6 +173,15 @@ def _winograd_raw(x: Array, w: Array, m: int) -> Array:
     y = jnp.einsum("ak,kpo->apo", jnp.asarray(np.kron(at, at), x.dtype), mm)           # A^T M A: [m*m,P,O]
     y = y.reshape(m, m, n, th, tw, o).transpose(2, 3, 0, 4, 1, 5)                      # [N,th,m,tw,m,O]
     return y.reshape(n, h, wd, o)
+
+
+def _tied(x: Array, dy: Array) -> Array:
+    """x, made to depend on dy: x + 0 * dy[0, ...]. A backward that re-forms x's Winograd tiles or im2col patches
+    from this is neither merged with the forward's (XLA's CSE) nor computed before dy exists, so those 2.25-9x
+    copies of x are not kept alive from the forward to the backward (GiBs in a GAN step at 256 px). XLA cannot
+    fold the float 0 * y (NaN semantics); optimization barriers do not help on CPU, where CSE runs again after
+    they are expanded. A non-finite dy[0, ...] turns the gradient non-finite, as it would be anyway."""
+    return x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
 
 
 def _dx_kernel(w: Array) -> Array:
@@ -277,14 +286,11 @@ def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
     if _im2col_wins(x, trained):                                       # small maps: autodiff of the matmul form
         dx, dw = jax.vjp(_conv_im2col_same, x, w)[1](dy)
         return (None if want_dx is None else dx), (dw if trained else None)
-    # dy: see `matmul`. x: the dw below re-forms x's Winograd tiles (2.25x x's size); without the barrier XLA
-    # merges them with the forward's (or computes them as soon as x exists) and keeps them alive from the forward
-    # to here: in a GAN step, GiBs of tiles held at once.
-    x, dy = lax.optimization_barrier((x, dy))
+    dy = lax.optimization_barrier(dy)                                  # see `matmul`
     wt = _dx_kernel(w)
     wino = _winograd_wins(x, w, trained)
     dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
-    dw = winograd_weight_grad(x, dy) if trained else None
+    dw = winograd_weight_grad(_tied(x, dy), dy) if trained else None              # tiles re-formed: see _tied
     return dx, dw
 
 
@@ -302,13 +308,31 @@ def _winograd_input_tiles(x: Array, m: int) -> Array:
     return jnp.einsum("kq,qnhwi->knhwi", jnp.asarray(np.kron(bt, bt), x.dtype), d)
 
 
+@jax.custom_vjp
 def conv_transpose_polyphase(x: Array, w: Array) -> Array:
     """torch conv_transpose2d(x, W, stride=2) for a 3x3 kernel, as 4 per-phase matmuls; zero-padded to 2H+2.
 
     x [N,H,W,I], w [3,3,I,O] -> [N,2H+2,2W+2,O] whose last row and column are zero (the transposed conv is
     2H+1 long). Output row 2m takes W[0] x[m] + W[2] x[m-1] and row 2m+1 takes W[1] x[m]: 9 taps in all, with
-    no multiplies by the zeros a dilated conv inserts.
+    no multiplies by the zeros a dilated conv inserts. A custom VJP that keeps x, not the 9x larger patches, and
+    re-forms them in the backward (`_tied`); no forward-mode autodiff (conv_impl='xla' has it).
     """
+    return _polyphase_raw(x, w)
+
+
+def _polyphase_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _polyphase_raw(x, w), (x, w)
+
+
+def _polyphase_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    x, w = res
+    return jax.vjp(_polyphase_raw, _tied(x, dy), w)[1](dy)
+
+
+conv_transpose_polyphase.defvjp(_polyphase_fwd, _polyphase_bwd)
+
+
+def _polyphase_raw(x: Array, w: Array) -> Array:
     n, h, wd, i = x.shape
     o = w.shape[-1]
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))                  # xp[j] = x[j-1]
@@ -384,10 +408,10 @@ def _conv3x3_s2_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
 def _conv3x3_s2_bwd(res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
     x, w = res                                                        # dy [N,Ho,Wo,O]
     h, wd = x.shape[1:3]
-    x, dy = lax.optimization_barrier((x, dy))                          # the patches of dw: see `_conv3x3_bwd`
+    dy = lax.optimization_barrier(dy)
     # dx[2p+a] += dy[p] w[a]^T: a stride-2 transposed conv (2Ho+2 long, covering H = 2Ho+1 or 2Ho+2).
     dx = conv_transpose_polyphase(dy, w.transpose(0, 1, 3, 2))[:, :h, :wd]
-    dw = (_patches(x, 3, 2).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)
+    dw = (_patches(_tied(x, dy), 3, 2).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)   # see _tied
     return dx, dw
 
 

@@ -371,3 +371,29 @@ def test_max_pool_gradient_goes_to_the_first_maximum_of_a_tie():
     # differentiable again (a gradient penalty through a pooled network)
     gg = jax.grad(lambda v: jnp.sum(jax.grad(lambda u: jnp.sum(layers.max_pool2x2(u) ** 2))(v)))(x)
     np.testing.assert_array_equal(gg[0, :, :, 0], [[2.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def _hlo_count(fn, args, pattern: str) -> int:
+    import re
+    return len(re.findall(pattern, jax.jit(fn).lower(*args).compile().as_text()))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the matmul/Winograd forms are CPU-only")
+def test_backward_re_forms_patches_instead_of_keeping_the_forwards():
+    """The stride-2 conv, the polyphase up-conv and the Winograd dw re-form x's patches/tiles in the backward
+    (layers._tied): XLA must not merge them with the forward's, which would keep 2.25-9x copies of every such x
+    alive from the forward to the backward (the GANs N' Roses release step: 15.3 -> 10.4 GiB of temporaries)."""
+    x, w = jnp.ones((2, 17, 17, 128)), jnp.ones((3, 3, 128, 128))
+    loss = lambda f: (lambda x, w: jnp.sum(jnp.tanh(f(x, w))))                  # noqa: E731
+    grads = lambda f: jax.grad(loss(f), argnums=(0, 1))                        # noqa: E731
+    # im2col patches of the stride-2 conv: [2, 8, 8, 9 * 128], once forward, once for dw
+    assert _hlo_count(grads(layers.conv3x3_s2), (x, w), r"f32\[2,8,8,1152\]\{[^}]*\} concatenate\(") == 2
+    # the polyphase up-conv's 2x2-tap patches [2, 9, 9, 4 * 128]
+    xu = jnp.ones((2, 8, 8, 128))
+    assert _hlo_count(grads(layers.conv_transpose_polyphase), (xu, w), r"f32\[2,9,9,512\]\{[^}]*\} concatenate\(") == 2
+    # Winograd F(4x4) input tiles [36, 2, 16, 16, 128] of a wide, trained conv3x3 on a 64x64 map
+    xw, ww = jnp.ones((2, 64, 64, 128)), jnp.ones((3, 3, 128, 128))
+    assert layers._winograd_wins(xw, ww, True)
+    text = jax.jit(grads(layers.conv3x3)).lower(xw, ww).compile().as_text()
+    import re
+    assert len(re.findall(r"= f32\[36,2,16,16,128\]\{[^}]*\} [a-z-]+\(", text)) >= 2

@@ -40,15 +40,23 @@ def mse(a: Array, b: Array) -> Array:
 def r1_groups(d_fn: Callable[[Array], Heads], x: Array, reduce: str = "mean") -> Array:
     """util.d_r1_loss per group: for each head, the gradient of the mean of its logits over a group (members and
     patches) w.r.t. that group's inputs, squared and summed per sample; the mean over samples, summed over heads.
-    reduce='sample' drops the 1/g of the group mean (the per-sample R1 of the patch mean). x [G,g,...] -> []."""
-    heads, pull = jax.vjp(lambda v: tuple(d_fn(v)), x)
+    reduce='sample' drops the 1/g of the group mean (the per-sample R1 of the patch mean). x [G,g,...] -> [].
+
+    Each head gets its own VJP of a function that returns only that head: one VJP of all heads with zero
+    cotangents for the others runs the other heads' towers backward on zeros (and, under the outer gradient, their
+    second-order pass too): 3x the time of the three separate ones at 256 px (185 s vs 64 s per image D on CPU).
+    XLA merges the forward passes the heads share."""
     g = x.shape[1]
     scale = float(g) if reduce == "sample" else 1.0
     total = jnp.zeros((), jnp.float32)
-    for h in range(len(heads)):
+    for h in range(_num_heads(d_fn, x)):
+        out, pull = jax.vjp(lambda v, h=h: tuple(d_fn(v))[h], x)
         # d/dlogit of sum over groups of mean over the group's (g * patches) logits.
-        cot = tuple(jnp.full_like(o, scale / o[0].size) if k == h else jnp.zeros_like(o)
-                    for k, o in enumerate(heads))
-        (grad,) = pull(cot)                                                         # [G,g,...]
+        (grad,) = pull(jnp.full_like(out, scale / out[0].size))                         # [G,g,...]
         total = total + jnp.mean(jnp.sum(jnp.square(grad).reshape(*x.shape[:2], -1), axis=-1))
     return total
+
+
+def _num_heads(d_fn: Callable[[Array], Heads], x: Array) -> int:
+    """How many heads d_fn returns (traced abstractly: nothing is computed)."""
+    return len(jax.eval_shape(lambda v: tuple(d_fn(v)), x))
