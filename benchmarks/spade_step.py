@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
            "all": [round(t, 3) for t in times], "cpu_s_per_step": round(statistics.median(cpu), 3),
            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
     print(f"{args.config} {hp.model.resolution}px batch {cfg.batch}: {res['s_per_step']:.3f} s/step "
-          f"(runs {res['all']}; process CPU {res['cpu_s_per_step']:.1f} s/step), compile + first step {t_compile:.1f} s, "
-          f"peak RSS {res['peak_rss_gb']:.1f} GB")
+          f"(runs {res['all']}; process CPU {res['cpu_s_per_step']:.1f} s/step), compile + first step "
+          f"{t_compile:.1f} s, peak RSS {res['peak_rss_gb']:.1f} GB")
     print(json.dumps(res))
     return res
 

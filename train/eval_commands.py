@@ -71,7 +71,8 @@ def _eval(args: argparse.Namespace) -> int:
     specs = run.parse_metrics(args.metrics, args.num)
     model = fakes.load(args.model)
     ev = run.make_evaluator(model, args.data, specs, inception=args.inception, any_inception=args.any_inception,
-                            vgg16=args.vgg16, any_vgg16=args.any_vgg16, batch=args.batch, split=args.split, source_split=args.source_split,
+                            vgg16=args.vgg16, any_vgg16=args.any_vgg16, batch=args.batch, split=args.split,
+                            source_split=args.source_split,
                             progress=not args.no_progress)
 
     if not args.no_jsonl:

@@ -51,6 +51,9 @@ def _fresh_noise(g_vars: dict, key: jax.Array) -> dict:
     return jax.tree_util.tree_unflatten(tree, out)
 
 
+LPIPS_MIN_SIDE = 16     # VGG-16 pools 4 times: 16 px is the least that leaves relu5_3 a pixel
+
+
 def crop_and_downsample(img: jax.Array, crop: bool) -> jax.Array:
     """[N,R,R,C] -> the face crop (if asked), box-downsampled by R // 256 when R > 256, grey made RGB."""
     factor = img.shape[1] // 256                          # of the full resolution, as NV
@@ -92,9 +95,9 @@ def ppl(model, num: int, epsilon: float, space: str, sampling_mode: str, crop: b
     if model.family != "stylegan2":
         raise ValueError(f"PPL walks a StyleGAN2 latent space; {model.path} is a {model.family} model")
     side = model.resolution // 2 if crop else model.resolution
-    if side < 16:          # VGG-16 pools 4 times: 16 px is the least that leaves relu5_3 a pixel
+    if side < LPIPS_MIN_SIDE:
         raise ValueError(f"{model.path}: PPL{' with the face crop' if crop else ''} sees {side} px images; LPIPS "
-                         f"needs at least 16 (use ppl2_wend, without the crop, for small models)")
+                         f"needs at least {LPIPS_MIN_SIDE} (use ppl2_wend, without the crop, for small models)")
     fn = _ppl_fn(model.cfg, float(epsilon), space, sampling_mode, bool(crop))
     lp = {"net": lpips_params or lpips.lpips_params(), "batch": jnp.zeros((batch,))}
     dist = []
@@ -138,9 +141,9 @@ def lpips_diversity(outputs: Iterator[np.ndarray], params: dict | None = None, p
                   dynamic_ncols=True):
         if len(o) < 2:
             raise ValueError("diversity needs at least 2 outputs per source")
-        if min(o.shape[1:3]) < 16:
-            raise ValueError(f"LPIPS sees {o.shape[1]}x{o.shape[2]} px outputs; it needs at least 16 "
-                             f"(VGG-16 pools 4 times)")
+        if min(o.shape[1:3]) < LPIPS_MIN_SIDE:
+            raise ValueError(f"LPIPS sees {o.shape[1]}x{o.shape[2]} px outputs; it needs at least "
+                             f"{LPIPS_MIN_SIDE} (VGG-16 pools 4 times)")
         x = from_uint8(o)
         x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
         per_source.append(float(_pairwise_fn(len(o))(params, jnp.asarray(x))))

@@ -4,10 +4,11 @@ Metric names follow NVlabs/stylegan2-ada-pytorch's metric_main.py: `fid50k_full`
 `kid50k_full` (against up to 1M reals; 100 subsets of at most 1000), `pr50k3_full` (precision and recall of 50k
 fakes against up to 200k reals, neighbourhood 3, on NV's VGG-16 features), `fid50k` / `kid50k` / `pr50k3` (reals
 capped at the number of fakes), any count in place of 50 (`fid10k`, `pr1k5`, or `fid200` without the k: 200
-images; pr always takes the k, so fewer go through `num`) and `ppl2_wend` / `ppl_wend` (perceptual.py). `lpips_div<N>[x<S>]` (translation models): the LPIPS
-diversity of N test sources under S styles or seeds each (default 10). `num` overrides the number of fakes (of
-sources for lpips_div). Reals' statistics are shared by the metrics of one call and cached on disk for dataset
-folders and tfds names (stats.py), keyed by the feature network's hash.
+images; pr always takes the k, so fewer go through `num`) and `ppl2_wend` / `ppl_wend` (perceptual.py).
+`lpips_div<N>[x<S>]` (translation models): the LPIPS diversity of N test sources under S styles or seeds each
+(default 10). `num` overrides the number of fakes (of sources for lpips_div). Reals' statistics are shared by the
+metrics of one call and cached on disk for dataset folders and tfds names (stats.py), keyed by the feature
+network's hash.
 """
 from __future__ import annotations
 
