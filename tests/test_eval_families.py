@@ -1,6 +1,6 @@
 """train/eval on translation models: SPADE and GANs N' Roses fakes come from the test split's sources (the right
 ones, the right count and shapes), FID / KID / precision-recall records through run.evaluate, LPIPS diversity,
-and the metrics each family refuses. Feature networks are a tiny stand-in (4 x 4 block means of the image): what
+the diversity FID, and the metrics each family refuses. Feature networks are a tiny stand-in (4 x 4 block means of the image): what
 is checked here is the plumbing, the networks themselves are tests/test_inception.py's and test_nv_vgg16.py's."""
 import jax
 import jax.numpy as jnp
@@ -112,18 +112,54 @@ def test_lpips_diversity_of_gnr_styles_and_a_style_blind_decoder(gnr_model, gnr_
     assert rec["num_gen"] == 12 and rec["network"] == "lpips-vgg16-bundled" and div > 0
     outs = list(fakes.diversity_batches(gnr_model, gnr_data, 3, 4))
     assert len(outs) == 3 and outs[0].shape == (4, 16, 16, 3)
-    # zero the mapping's last layer: w no longer depends on the style code, every style gives one picture
-    g = jax.tree.map(np.array, gnr_model.g_vars)
-    last = g["params"]["mapping"][f"fc{GNR_CFG.n_mlp - 1}"]
-    last["kernel"] = np.zeros_like(last["kernel"])
-    blind = fakes.Model(gnr_model.path, gnr_model.arch, gnr_model.cfg, g)
-    ev.model = blind
+    ev.model = style_blind(gnr_model)                                  # every style gives one picture
     assert run.evaluate(ev, [spec])[0]["results"]["lpips_div3x4"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_lpips_diversity_of_spade_seeds(spade_model, spade_data):
     ev = evaluator(spade_model, spade_data, "test", nets=())
     assert run.compute(ev, run.parse_metric("lpips_div2x3"))[0]["lpips_div2x3"] > 0
+
+
+def style_blind(model):
+    """The model with the mapping's last layer zeroed: w no longer depends on the style code."""
+    g = jax.tree.map(np.array, model.g_vars)
+    last = g["params"]["mapping"][f"fc{GNR_CFG.n_mlp - 1}"]
+    last["kernel"] = np.zeros_like(last["kernel"])
+    return fakes.Model(model.path, model.arch, model.cfg, g)
+
+
+def test_parse_diversity_fid():
+    assert run.parse_metric("dfid100") == run.MetricSpec("dfid100", "dfid", 100, None, (run.DFID_STYLES,))
+    assert run.parse_metric("dfid2kx5") == run.MetricSpec("dfid2kx5", "dfid", 2000, None, (5,))
+    assert run.parse_metric("dfid10x7", num=3).num_gen == 3 and run.parse_metric("dfid3").network == "inception"
+    with pytest.raises(ValueError, match="2 styles per source"):
+        run.parse_metric("dfid10x1")
+
+
+def test_diversity_fid_is_the_mean_of_per_source_fids(gnr_model, gnr_data):
+    ev = evaluator(gnr_model, gnr_data, "testB", nets=("inception",))
+    spec = run.parse_metric("dfid3x4")
+    rec = run.evaluate(ev, [spec])[0]
+    assert (rec["num_gen"], rec["num_real"], rec["network"]) == (12, 7, "stand-in-inception")
+    real = block_means(None, gnr_data["testB"].images / 127.5 - 1)                     # all 7 reals
+    outs = list(fakes.diversity_batches(gnr_model, gnr_data, 3, 4))                  # 3 x [4,16,16,3]
+    per_source = [run.metrics.frechet_distance_features(block_means(None, o / 127.5 - 1), real) for o in outs]
+    assert rec["results"]["dfid3x4"] == pytest.approx(np.mean(per_source), rel=1e-5)
+    assert len(set(np.round(per_source, 6))) == 3                                     # three different sources
+    # style-blind: one picture per source, zero spread, so each FID is |mu_i - mu_real|^2 + tr(cov_real)
+    ev.model = style_blind(gnr_model)
+    blind = run.compute(ev, spec)[0]["dfid3x4"]
+    mu, cov = run.metrics.mean_cov(real)
+    pics = [block_means(None, o[:1] / 127.5 - 1)[0] for o in fakes.diversity_batches(ev.model, gnr_data, 3, 4)]
+    want = np.mean([np.square(p - mu).sum() + np.trace(cov) for p in pics])
+    assert blind == pytest.approx(want, rel=1e-4) and blind >= np.trace(cov)
+
+
+def test_diversity_fid_of_spade_seeds(spade_model, spade_data):
+    ev = evaluator(spade_model, spade_data, "test", nets=("inception",))
+    rec = run.evaluate(ev, [run.parse_metric("dfid2x3")])[0]
+    assert rec["num_gen"] == 6 and rec["num_real"] == 6 and np.isfinite(rec["results"]["dfid2x3"])
 
 
 def test_family_errors(gnr_model, gnr_data, tmp_path):
@@ -134,6 +170,10 @@ def test_family_errors(gnr_model, gnr_data, tmp_path):
     sg2 = fakes.load(str(tmp_path / "sg2"))
     with pytest.raises(ValueError, match="lpips_div10: LPIPS diversity .* stylegan2 model without sources"):
         run.make_evaluator(sg2, None, run.parse_metrics("lpips_div10"))
+    with pytest.raises(ValueError, match="dfid10: the diversity FID .* stylegan2 model without sources"):
+        run.make_evaluator(sg2, None, run.parse_metrics("dfid10"))
+    with pytest.raises(ValueError, match="^dfid10 need real images or test sources: pass --data"):
+        run.make_evaluator(gnr_model, None, run.parse_metrics("dfid10"))
     with pytest.raises(ValueError, match="ppl2_wend: PPL walks a StyleGAN2 latent space"):
         run.make_evaluator(gnr_model, gnr_data, run.parse_metrics("ppl2_wend"))
     with pytest.raises(ValueError, match="lpips_div10 need real images or test sources: pass --data"):

@@ -1,4 +1,4 @@
-"""Subcommand `gafu eval`: FID, KID, precision/recall, PPL and LPIPS diversity of a model file
+"""Subcommand `gafu eval`: FID, KID, precision/recall, PPL, LPIPS diversity and diversity FID of a model file
 (train/eval/run.py), and the converters of the Inception and VGG-16 weight files."""
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="FID / KID / precision-recall / PPL / LPIPS diversity of a model file",
+        "eval", help="FID / KID / precision-recall / PPL / LPIPS diversity / diversity FID of a model file",
         description="Compute metrics of MODEL as NVlabs/stylegan2-ada-pytorch names them (fid50k_full, "
-                    "kid50k_full, pr50k3_full, fid10k, kid1k, ppl2_wend, lpips_div100, ...), print a table and "
-                    "append one JSON line per "
-                    "metric to metric-<name>.jsonl next to MODEL. Translation models (SPADE, GANs N' Roses) are "
-                    "judged on the --source-split's translations against the --split's images. FID and KID need "
+                    "kid50k_full, pr50k3_full, fid10k, kid1k, ppl2_wend, lpips_div100, dfid100x100, ...), print a "
+                    "table and append one JSON line per metric to metric-<name>.jsonl next to MODEL. Translation "
+                    "models (SPADE, GANs N' Roses) are judged on the --source-split's translations against the "
+                    "--split's images. FID and KID need "
                     "pytorch-fid's Inception weights (--inception FILE, $GAFU_INCEPTION, or "
                     "~/.cache/gafu/weights/); precision/recall NVIDIA's metric vgg16.pt (--vgg16 FILE, $GAFU_VGG16, "
                     "or the same folder); nothing is downloaded. With --convert-inception X.pth --out Y.npz (or "

@@ -6,9 +6,11 @@ fakes against up to 200k reals, neighbourhood 3, on NV's VGG-16 features), `fid5
 capped at the number of fakes), any count in place of 50 (`fid10k`, `pr1k5`, or `fid200` without the k: 200
 images; pr always takes the k, so fewer go through `num`) and `ppl2_wend` / `ppl_wend` (perceptual.py).
 `lpips_div<N>[x<S>]` (translation models): the LPIPS diversity of N test sources under S styles or seeds each
-(default 10). `num` overrides the number of fakes (of sources for lpips_div). Reals' statistics are shared by the
-metrics of one call and cached on disk for dataset folders and tfds names (stats.py), keyed by the feature
-network's hash.
+(default 10). `dfid<N>[x<S>]` (translation models): the diversity FID, the mean over N test sources of the FID
+between one source's S translations (default 100) and all the target split's reals; a model that ignores its style
+code makes one picture per source and scores at least tr(real covariance). `num` overrides the number of fakes (of
+sources for lpips_div and dfid). Reals' statistics are shared by the metrics of one call and cached on disk for
+dataset folders and tfds names (stats.py), keyed by the feature network's hash.
 """
 from __future__ import annotations
 
@@ -20,26 +22,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from datasets.pipeline import open_split
 from nets import images
 from train.eval import fakes, metrics, stats
 
 FULL_REALS = {"fid": None, "kid": 1_000_000, "pr": 200_000}    # NV's max_real of the *_full metrics (None: all)
-NETWORK = {"fid": "inception", "kid": "inception", "pr": "vgg16"}  # the feature network of each kind
+NETWORK = {"fid": "inception", "kid": "inception", "dfid": "inception", "pr": "vgg16"}  # each kind's network
 PR_BATCH = 10_000                                       # NV's row_batch_size = col_batch_size of pr50k3(_full)
 DIV_STYLES = 10                                         # styles per source of lpips_div<N> without x<S>
+DIVERSITY_KINDS = {"lpips_div": "LPIPS diversity", "dfid": "the diversity FID"}   # metrics of sources x styles
+DFID_STYLES = 100                                       # styles per source of dfid<N> without x<S>
 _NAME = re.compile(r"^(fid|kid)(\d+)(k?)(_full)?$")
 _PR = re.compile(r"^pr(\d+)k(\d+)(_full)?$")    # the k is required: pr103 would be ambiguous
-_DIV = re.compile(r"^lpips_div(\d+)(k?)(?:x(\d+))?$")
+_DIV = re.compile(r"^(lpips_div|dfid)(\d+)(k?)(?:x(\d+))?$")
 
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str                  # 'fid', 'kid', 'pr', 'ppl', 'lpips_div'
-    num_gen: int               # fakes (lpips_div: sources)
+    kind: str                  # 'fid', 'kid', 'pr', 'ppl', 'lpips_div', 'dfid'
+    num_gen: int               # fakes (lpips_div, dfid: sources)
     max_real: int | None       # None: every real image
-    options: tuple = ()        # pr: (neighbourhood,); ppl: perceptual.PPL_METRICS's; lpips_div: (styles,)
+    options: tuple = ()        # pr: (neighbourhood,); ppl: perceptual.PPL_METRICS's; lpips_div, dfid: (styles,)
 
     @property
     def network(self) -> str | None:
@@ -67,11 +73,12 @@ def parse_metric(name: str, num: int | None = None) -> MetricSpec:
         return MetricSpec(name, "pr", n, FULL_REALS["pr"] if full else n, (k,))
     m = _DIV.match(name)
     if m:
-        sources = num or int(m.group(1)) * (1000 if m.group(2) else 1)
-        styles = int(m.group(3) or DIV_STYLES)
+        kind = m.group(1)
+        sources = num or int(m.group(2)) * (1000 if m.group(3) else 1)
+        styles = int(m.group(4) or (DIV_STYLES if kind == "lpips_div" else DFID_STYLES))
         if sources < 1 or styles < 2:
             raise ValueError(f"metric {name!r}: needs at least 1 source and 2 styles per source")
-        return MetricSpec(name, "lpips_div", sources, 0, (styles,))
+        return MetricSpec(name, kind, sources, 0 if kind == "lpips_div" else None, (styles,))
     if name in perceptual.PPL_METRICS:
         return MetricSpec(name, "ppl", num or 50_000, 0, perceptual.PPL_METRICS[name])
     raise ValueError(f"unknown metric {name!r}; known: fid<N>k[_full], kid<N>k[_full], pr<N>k<K>[_full] (e.g. "
@@ -151,6 +158,8 @@ def compute(ev: Evaluator, spec: MetricSpec) -> tuple[dict[str, float], int, int
         return {spec.name: perceptual.lpips_diversity(outputs, progress=ev.progress, total=spec.num_gen)}, \
             spec.num_gen * styles, 0
     real = ev.reals(spec.max_real, spec.network)
+    if spec.kind == "dfid":
+        return {spec.name: diversity_fid(ev, spec, real)}, spec.num_gen * spec.options[0], real.num
     fake = ev.fakes(spec.num_gen, spec.network)
     if spec.kind == "fid":
         results = {spec.name: metrics.frechet_distance_features(fake.features, real.features)}
@@ -160,6 +169,21 @@ def compute(ev: Evaluator, spec: MetricSpec) -> tuple[dict[str, float], int, int
         p, r = metrics.precision_recall(real.features, fake.features, k=spec.options[0], batch=PR_BATCH)
         results = {f"{spec.name}_precision": p, f"{spec.name}_recall": r}
     return results, fake.num, real.num
+
+
+def diversity_fid(ev: Evaluator, spec: MetricSpec, real: stats.FeatureStats) -> float:
+    """Mean over the sources of the FID of one source's translations (fakes.diversity_batches) against `real`."""
+    from tqdm.auto import tqdm
+
+    emb, styles = ev.embedders[spec.network], spec.options[0]
+    outputs = fakes.diversity_batches(ev.model, ev.data, spec.num_gen, styles, ev.source_split)
+    fids = []
+    for out in tqdm(outputs, total=spec.num_gen, desc=spec.name, unit="source", disable=not ev.progress,
+                    dynamic_ncols=True):                                           # out: uint8 [S,R,R,C]
+        chunks = (out[i:i + emb.batch] for i in range(0, styles, emb.batch))
+        feats = stats.embed_batches(emb, chunks, styles, spec.name, progress=False)
+        fids.append(metrics.frechet_distance_features(feats, real.features))
+    return float(np.mean(fids))
 
 
 def jsonl_path(model_path: str | Path, name: str) -> Path:
@@ -224,9 +248,9 @@ def check_family(family: str, specs: Sequence[MetricSpec], what: str = "the mode
     for s in specs:
         if s.kind == "ppl" and family != "stylegan2":
             raise ValueError(f"{s.name}: PPL walks a StyleGAN2 latent space; {what} is a {family} model")
-        if s.kind == "lpips_div" and family not in fakes.DIVERSITY_FAMILIES:
-            raise ValueError(f"{s.name}: LPIPS diversity is the spread of one source's translations under "
-                             f"different styles or seeds; {what} is a {family} model without sources "
+        if s.kind in DIVERSITY_KINDS and family not in fakes.DIVERSITY_FAMILIES:
+            raise ValueError(f"{s.name}: {DIVERSITY_KINDS[s.kind]} is the spread of one source's translations "
+                             f"under different styles or seeds; {what} is a {family} model without sources "
                              f"(for StyleGAN2, recall (pr50k3) measures coverage)")
 
 
@@ -240,9 +264,10 @@ def make_evaluator(model: fakes.Model, data: Any, specs: Sequence[MetricSpec], *
     check_family(model.family, specs, str(model.path))
     split = split or fakes.DEFAULT_SPLITS[model.family][0]
     compared = [s.name for s in specs if s.network]
-    diversity = [s.name for s in specs if s.kind == "lpips_div"]
+    diversity = [s.name for s in specs if s.kind in DIVERSITY_KINDS]
     if (compared or diversity) and data is None:
-        raise ValueError(f"{', '.join(compared + diversity)} need real images or test sources: pass --data DATASET")
+        names = ", ".join(dict.fromkeys(compared + diversity))
+        raise ValueError(f"{names} need real images or test sources: pass --data DATASET")
     if compared:
         open_split(data, split)                                    # fails fast on a missing split
     if diversity or (compared and model.family != "stylegan2"):
