@@ -42,7 +42,6 @@ def _conv_rate() -> float:
 
 def run_case(res: int, batch: int, form: str, impl: str, repeats: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from nets.stylegan2 import Generator, init_generator, preset

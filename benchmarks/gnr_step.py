@@ -5,7 +5,7 @@
   python benchmarks/gnr_step.py --set loss.lambda_lpips=0
 
 The step is benchmarks/spade_step.py's measurement (any training preset) on preset 'gnr': both directions, the
-three discriminators, LPIPS-VGG, the lazy R1 branch not taken (it runs every 16th step; --r1 times that step too).
+three discriminators, LPIPS-VGG, no R1 (it runs every 16th step, in its own program: --r1 times that step too).
 Each step measurement runs in its own process (its own compile and peak RSS). The video is a
 synthetic clip of the astronaut's face (datasets/demo.py heldout_clip) translated by a freshly initialised
 release-size model with one fixed style, at --batch 1 and --batch 8 (each after a warm-up clip, so compiling

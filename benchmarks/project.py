@@ -73,7 +73,8 @@ def run(resolution: int, w_plus: bool, chunk: int, repeats: int, conv_impl: str,
         ts.append(time.perf_counter() - t)
     cpu_per_step = (time.process_time() - cpu0) / (repeats * chunk)
     out = dict(resolution=resolution, space="W+" if w_plus else "W", chunk=chunk, conv_impl=conv_impl,
-               s_per_step=float(np.median(ts)) / chunk, cpu_s_per_step=cpu_per_step, chunk_times_s=[round(v, 3) for v in ts],
+               s_per_step=float(np.median(ts)) / chunk, cpu_s_per_step=cpu_per_step,
+               chunk_times_s=[round(v, 3) for v in ts],
                compile_s=compile_s, w_stats_s=w_stats_s, lpips_final_step=float(d[-1]),
                device=str(jax.devices()[0].device_kind), cpus=os.cpu_count())
     if breakdown:   # the two halves alone (each compiles on its own)
@@ -101,7 +102,8 @@ def main() -> None:
     print(json.dumps(r))
     steps = 500 if r["space"] == "W+" else 1000
     print(f"\n{r['resolution']} px config-f, {r['space']}, {r['device']}: {r['s_per_step']:.2f} s/step "
-          f"(CPU {r['cpu_s_per_step']:.2f} s/step on {r['cpus']} cores; compile {r['compile_s']:.0f} s, w stats {r['w_stats_s']:.1f} s) -> a {steps}-step projection "
+          f"(CPU {r['cpu_s_per_step']:.2f} s/step on {r['cpus']} cores; compile {r['compile_s']:.0f} s, "
+          f"w stats {r['w_stats_s']:.1f} s) -> a {steps}-step projection "
           f"~{steps * r['s_per_step'] / 60:.0f} min")
     if "g_fwd_bwd_s" in r:
         print(f"  G fwd+bwd {r['g_fwd_bwd_s']:.2f} s, LPIPS fwd+bwd {r['lpips_fwd_bwd_s']:.2f} s per step")

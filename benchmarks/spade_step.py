@@ -11,7 +11,8 @@ VGG x 10) at batch 4 on one device, the case compared with imoken1122/SPADE-Anim
   python benchmarks/spade_step.py --config gnr --at-step 0            # a step that takes the lazy R1 branch
 
 Every timed call starts from the same state; its step counter is --at-step (default 1, so lazy regularisers that
-run on steps divisible by their interval are not taken).
+run on steps divisible by their interval are not taken), and it runs the program training runs at that step
+(`--set lazy_dispatch=device`: the single program with lax.cond branches).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from train.config import apply_overrides, preset
-    from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
+    from train.loop import step_programs
+    from train.parallel import make_mesh, put_batch, put_replicated, to_host
 
     cfg = apply_overrides(preset(args.config), [f"batch={args.batch}"] + args.set)
     devices = tuple(jax.devices()[:args.devices])
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     frozen = rec.frozen(hp)
     frozen = None if frozen is None else put_replicated(frozen, mesh)
     t_init = time.perf_counter() - t0
-    fn = build_step(rec.step, hp, cfg.parallel, devices)
+    fn = step_programs(cfg, devices)(args.at_step)                               # the program training runs there
     t0 = time.perf_counter()
     call = fn.lower(state, batch, seed, frozen).compile() if cfg.parallel == "shard_map" else fn
     t_lower = time.perf_counter() - t0                                             # trace + compile (shard_map)

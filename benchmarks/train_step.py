@@ -6,7 +6,9 @@ augmentation; see the README's Performance table). Three kinds of step are timed
   plain   G main + D main              (state.step = 1: no lazy regularisation)
   g_reg   + path-length phase          (state.step = 4)
   both    + path length + R1 phases    (state.step = 0; happens every 16 steps)
-and the amortised cost over 16 steps is reported too. Run it without XLA's fake-device flag:
+and the amortised cost over 16 steps is reported too. As in training (train.loop.step_programs), each kind runs
+its own program by default, compiled when first timed; `--lazy-dispatch device` times the single program with
+lax.cond branches instead. Run it without XLA's fake-device flag:
 
   python benchmarks/train_step.py                        # 1 CPU device, config-f widths, 64 px, batch 8
   python benchmarks/train_step.py --resolution 32 --channel-base 512 --channel-max 32 --repeats 5
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-mixing", action="store_true", help="style mixing off (the reference had none)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per kind (after one warm-up)")
     p.add_argument("--kinds", default="plain,g_reg,both")
+    p.add_argument("--lazy-dispatch", choices=["host", "device"], default="host",
+                   help="'host' (the trainer's default): one program per kind; 'device': one with lax.cond branches")
     p.add_argument("--conv-impl", choices=["auto", "xla", "winograd"], default="auto",
                    help="'xla' times XLA's own convs (and their gradients) instead of the matmul forms")
     args = p.parse_args(argv)
@@ -46,12 +50,14 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from train.config import apply_overrides, preset
-    from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
+    from train.loop import step_programs
+    from train.parallel import make_mesh, put_batch, put_replicated, to_host
 
     cfg = apply_overrides(preset("config-f"), [
         f"model.resolution={args.resolution}", f"model.channel_base={args.channel_base}",
         f"model.channel_max={args.channel_max}", f"batch={args.batch}", f"parallel={args.parallel}",
-        f"ada.enabled={str(args.ada).lower()}", f"model.conv_impl={args.conv_impl}"]
+        f"ada.enabled={str(args.ada).lower()}", f"model.conv_impl={args.conv_impl}",
+        f"lazy_dispatch={args.lazy_dispatch}"]
         + (["loss.style_mixing=0"] if args.no_mixing else []))
     devices = tuple(jax.devices()[:args.devices])
     mesh = make_mesh(devices)
@@ -63,28 +69,33 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     state = to_host(rec.init(hp, jax.random.key(0), None)[1])
     t_init = time.perf_counter() - t0
-    fn = build_step(rec.step, hp, cfg.parallel, devices)
+    step_at = step_programs(cfg, devices)
     states = {"plain": 1, "g_reg": 4, "both": 0}
+    programs: dict[int, object] = {}        # id(mapped step) -> its compiled form ('device': one for all kinds)
 
     def placed(kind):
         return put_replicated(state.replace(step=np.int32(states[kind])), mesh)
 
-    t0 = time.perf_counter()
-    if cfg.parallel == "shard_map":
-        compiled = fn.lower(placed("both"), batch, seed, None).compile()
-        t_compile = time.perf_counter() - t0
-        call = compiled
-    else:
-        jax.block_until_ready(fn(placed("both"), batch, seed, None))     # pmap compiles on first call
-        t_compile = time.perf_counter() - t0
-        call = fn
+    def compiled(kind):
+        fn = step_at(states[kind])
+        if id(fn) not in programs:
+            t0 = time.perf_counter()
+            if cfg.parallel == "shard_map":
+                programs[id(fn)] = fn.lower(placed(kind), batch, seed, None).compile()
+            else:
+                jax.block_until_ready(fn(placed(kind), batch, seed, None))     # pmap compiles on first call
+                programs[id(fn)] = fn
+            res[f"{kind}_compile_s"] = round(time.perf_counter() - t0, 2)
+            print(f"{kind}: compile {res[f'{kind}_compile_s']:.1f} s", flush=True)
+        return programs[id(fn)]
+
     res = {"device": str(devices[0].device_kind), "num_devices": len(devices), "resolution": r,
            "batch": cfg.batch, "channel_base": args.channel_base, "channel_max": args.channel_max,
-           "parallel": cfg.parallel, "ada": args.ada, "mixing": not args.no_mixing, "conv_impl": args.conv_impl,
-           "init_s": round(t_init, 2), "compile_s": round(t_compile, 2)}
-    print(f"compile {t_compile:.1f} s (init {t_init:.1f} s)", flush=True)
+           "parallel": cfg.parallel, "lazy_dispatch": cfg.lazy_dispatch, "ada": args.ada,
+           "mixing": not args.no_mixing, "conv_impl": args.conv_impl, "init_s": round(t_init, 2)}
+    print(f"init {t_init:.1f} s, lazy phases dispatched on the {cfg.lazy_dispatch}", flush=True)
     for kind in args.kinds.split(","):
-        s = placed(kind)
+        s, call = placed(kind), compiled(kind)
         jax.block_until_ready(call(s, batch, seed, None))                   # warm-up
         times = []
         for _ in range(args.repeats):

@@ -35,10 +35,11 @@ def init_host_state(cfg: TrainConfig):
     return to_host(cfg.recipe.init(cfg.hparams, jax.random.key(cfg.seed), None)[1])
 
 
-def mapped_step(cfg: TrainConfig, mode: str, devices: tuple):
-    """(step(state, rows [D,n,R,R,C]) -> (state, metrics), mesh) for cfg's family on `devices`."""
+def mapped_step(cfg: TrainConfig, mode: str, devices: tuple, due: tuple[str, ...] | None = None):
+    """(step(state, rows [D,n,R,R,C]) -> (state, metrics), mesh) for cfg's family on `devices`; due: the lazy
+    phases fixed at trace time (None: lax.cond on the state's step)."""
     mesh = make_mesh(devices)
-    fn = build_step(cfg.recipe.step, cfg.hparams, mode, devices)
+    fn = build_step(cfg.recipe.step, cfg.hparams, mode, devices, due)
     seed = put_replicated(np.uint32(cfg.seed), mesh)
 
     def call(state, rows):

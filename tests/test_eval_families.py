@@ -1,7 +1,8 @@
 """train/eval on translation models: SPADE and GANs N' Roses fakes come from the test split's sources (the right
 ones, the right count and shapes), FID / KID / precision-recall records through run.evaluate, LPIPS diversity,
-the diversity FID, and the metrics each family refuses. Feature networks are a tiny stand-in (4 x 4 block means of the image): what
-is checked here is the plumbing, the networks themselves are tests/test_inception.py's and test_nv_vgg16.py's."""
+the diversity FID, and the metrics each family refuses. Feature networks are a tiny stand-in (4 x 4 block means
+of the image): what is checked here is the plumbing, the networks themselves are tests/test_inception.py's and
+test_nv_vgg16.py's."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,7 +1,5 @@
 """Reliability of training workdirs (issue 14, the train/ rows): one trainer per workdir (two real processes),
 fallback from an unreadable newest checkpoint, a torn metrics line, wrong data caught before anything compiles."""
-import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +13,6 @@ import pytest
 from _train_common import faces, make_config
 from datasets import lock
 from datasets.pipeline import ArraySource
-from train.ckpt import Checkpoints
 from train.logs import read_metrics
 from train.loop import run
 

@@ -6,6 +6,8 @@ import pytest
 
 from _train_common import global_batch, init_host_state, mapped_step, split_interleaved, step_config
 from train.ckpt import state_to_tree
+from train.config import apply_overrides, preset
+from train.loop import step_programs
 from train.parallel import to_host
 
 
@@ -83,3 +85,37 @@ def test_the_step_is_a_pure_function_of_state_and_batch(step_setup):
     # A different step number draws different latents, noise and augmentations.
     later = to_host(call(state0.replace(step=np.int32(1)), split_interleaved(x, 8)))
     assert later[1]["loss/G"] != again[1]["loss/G"] and later[1]["did_d_reg"] == 0.0
+
+
+@pytest.mark.parametrize("step", [0, 4, 1])            # path length and R1, path length only, neither
+def test_phases_fixed_on_the_host_give_the_lax_cond_step(step_setup, step):
+    """train.loop's 'host' dispatch (one program per pattern of due phases) == the one program whose lazy phases
+    are lax.cond branches on the state's step, for each pattern NV's intervals produce."""
+    cfg, state0, x = step_setup
+    due = cfg.recipe.due(cfg.hparams, step)
+    assert due == {0: ("pl", "r1"), 4: ("pl",), 1: ()}[step]
+    state = state0.replace(step=np.int32(step))
+    on_device = mapped_step(cfg, "shard_map", tuple(jax.devices()[:1]))[0]
+    on_host = mapped_step(cfg, "shard_map", tuple(jax.devices()[:1]), due)[0]
+    a, b = to_host(on_device(state, x[None])), to_host(on_host(state, x[None]))
+    assert a[1]["did_g_reg"] == b[1]["did_g_reg"] == float("pl" in due)
+    assert a[1]["did_d_reg"] == b[1]["did_d_reg"] == float("r1" in due)
+    d = max_diffs(a, b)
+    worst = max(d, key=d.get)
+    assert d[worst] <= 1e-6, (worst, d[worst])
+
+
+def test_the_loop_builds_one_program_per_pattern_of_due_phases():
+    """Nothing is compiled here: step_programs only builds (cached) mapped steps."""
+    cfg, devices = step_config(), tuple(jax.devices()[:1])
+    at = step_programs(cfg, devices)
+    assert len({id(at(s)) for s in range(64)}) == 3                         # (pl, r1), (pl,), ()
+    assert at(0) is at(16) is at(48) and at(4) is at(8) and at(1) is at(15) and at(0) is not at(4)
+    one = step_programs(cfg.replace(lazy_dispatch="device"), devices)
+    assert len({id(one(s)) for s in range(64)}) == 1
+    no_pl = step_programs(apply_overrides(cfg, ["loss.pl_weight=0"]), devices)
+    assert len({id(no_pl(s)) for s in range(64)}) == 2 and no_pl(4) is no_pl(1)
+    spade = step_programs(preset("spade-tiny"), devices)                    # a family without lazy phases
+    assert len({id(spade(s)) for s in range(64)}) == 1
+    with pytest.raises(ValueError, match="lazy_dispatch must be 'host' or 'device'; got 'cond'"):
+        cfg.replace(lazy_dispatch="cond")

@@ -1,9 +1,10 @@
 """A minimal ADA (Karras et al. 2020, "Training GANs with limited data"): differentiable per-sample augmentation.
 
 Reference: NVlabs/stylegan2-ada-pytorch `training/augment.py` (pipeline 'bgc'), reduced to its ops that need no
-resampling filter: x-flip, integer translation (reflect padding), brightness, contrast and saturation. Each op is applied to a sample with probability p, with NV's strengths. Applied to every image D
-sees, and differentiable, so G and R1 gradients pass through it. Not-selected samples are returned bit-exactly
-(`where`, not a blend), so p = 0 is the identity.
+resampling filter: x-flip, integer translation (reflect padding), brightness, contrast and saturation. Each op is
+applied to a sample with probability p, with NV's strengths. Applied to every image D sees, and differentiable,
+so G and R1 gradients pass through it. Not-selected samples are returned bit-exactly (`where`, not a blend), so
+p = 0 is the identity.
 """
 from __future__ import annotations
 

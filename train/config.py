@@ -3,7 +3,8 @@
 A TrainConfig holds the run-level fields (data, batch, steps, seed, device mapping, intervals, keep) that the
 generic core uses, the family's name, and the family's own section `hparams` (a frozen dataclass owned by the
 family's recipe: model, losses, optimiser, EMA, augmentation, fine-tuning). The compiled step depends on `hparams`
-only, so changing a run-level field never recompiles.
+only (and `lazy_dispatch`: one program per pattern of due lazy phases, or one for all), so changing any other
+run-level field never recompiles.
 
 As JSON (`config.json` in every workdir) and for `--set`, the section's fields sit beside the run fields:
 {"family": "stylegan2", "batch": 32, ..., "model": {...}, "loss": {...}}, so `--set batch=64` and
@@ -35,6 +36,9 @@ class TrainConfig:
     steps: int = 10000                # total optimisation steps
     seed: int = 0                     # model init, per-step randomness (fold_in(seed, step)) and data order
     parallel: str = "shard_map"       # 'shard_map' (jax.shard_map over a 1-axis mesh) or 'pmap'
+    lazy_dispatch: str = "host"       # lazy regularisers (R1, path length): 'host' compiles one step per pattern
+    #   of due phases and picks it by step number; 'device' one step with lax.cond branches (one compile, but
+    #   XLA:CPU runs convolution gradients inside a branch 20-35x slower)
     flip: bool = True                 # dataset x-flips (as NV --mirror)
     log_every: int = 10               # steps between metric lines
     ckpt_every: int = 500             # steps between training checkpoints (and at the end)
@@ -57,6 +61,8 @@ class TrainConfig:
                              f"{type(self.hparams).__name__}")
         if self.parallel not in ("shard_map", "pmap"):
             raise ValueError(f"parallel must be 'shard_map' or 'pmap'; got {self.parallel!r}")
+        if self.lazy_dispatch not in ("host", "device"):
+            raise ValueError(f"lazy_dispatch must be 'host' or 'device'; got {self.lazy_dispatch!r}")
         for name in ("batch", "steps", "log_every", "ckpt_every", "keep"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")

@@ -78,9 +78,10 @@ def _check_shapes(got: dict, want: dict, lead: tuple[int, ...] = ()) -> None:
     """got / want: {batch key: shape}; `lead` is prepended to every wanted shape."""
     for key, shape in want.items():
         if tuple(got.get(key, ())) != lead + tuple(shape):
+            layout = "[local devices, batch per device, *example]" if lead else "per example"
             raise ValueError(f"the data yields {key!r} of shape {got.get(key)}; this run needs "
-                             f"{lead + tuple(shape)} ({'[local devices, batch per device, *example]' if lead else 'per example'}); "
-                             f"check the model config (e.g. model.resolution) against the dataset")
+                             f"{lead + tuple(shape)} ({layout}); check the model config (e.g. model.resolution) "
+                             f"against the dataset")
 
 
 def _preview(batch: dict) -> np.ndarray:
@@ -175,6 +176,24 @@ def _run(cfg: TrainConfig, workdir: Path, it: Any, devices: tuple, local: list, 
             ckpts.close()
 
 
+def step_programs(cfg: TrainConfig, devices: tuple) -> Callable[[int], Callable]:
+    """Step number -> the mapped step to call at it. One program for every step when the family has no lazy
+    phases or cfg.lazy_dispatch is 'device' (lax.cond on the state's step); else one per pattern of due phases,
+    each built (and compiled) the first time it is due: NV's intervals give two or three."""
+    rec, hp = cfg.recipe, cfg.hparams
+    if rec.due is None or cfg.lazy_dispatch == "device":
+        one = build_step(rec.step, hp, cfg.parallel, devices)
+        return lambda s: one
+    programs: dict[tuple[str, ...], Callable] = {}
+
+    def at(s: int) -> Callable:
+        due = tuple(rec.due(hp, s))
+        if due not in programs:
+            programs[due] = build_step(rec.step, hp, cfg.parallel, devices, due)
+        return programs[due]
+    return at
+
+
 def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, ckpts: Checkpoints, state: Any,
            data_state: dict | None, start: int, progress: bool, log: Callable[[str], None],
            data: Any = None) -> RunResult:
@@ -187,7 +206,7 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
     want = rec.example_shapes(hp)
     if data_state is not None:
         it.set_state(data_state)
-    step_fn = build_step(rec.step, hp, cfg.parallel, tuple(mesh.devices.flat))
+    step_at = step_programs(cfg, tuple(mesh.devices.flat))
     seed = put_replicated(np.uint32(cfg.seed), mesh)
     frozen = rec.frozen(hp)
     frozen = None if frozen is None else put_replicated(frozen, mesh)
@@ -214,7 +233,7 @@ def _train(cfg: TrainConfig, workdir: Path, it: Any, mesh, local: list, n: int, 
                 if s == 0 and main:
                     images.write_png(workdir / "reals.png", _preview(batch))
             data_pos = it.get_state()  # the position after this step's batch, saved with this step's checkpoint
-            state, metrics = step_fn(state, put_batch(batch, mesh, cfg.parallel), seed, frozen)
+            state, metrics = step_at(s)(state, put_batch(batch, mesh, cfg.parallel), seed, frozen)
             pending.append(metrics)
             pbar.update(1)
             done = s + 1

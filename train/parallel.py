@@ -49,15 +49,17 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 @functools.lru_cache(maxsize=16)
-def build_step(step: Callable, hparams: Any, mode: str, devices: tuple[jax.Device, ...]) -> Callable:
+def build_step(step: Callable, hparams: Any, mode: str, devices: tuple[jax.Device, ...],
+               due: tuple[str, ...] | None = None) -> Callable:
     """The mapped step `(state, batch, seed, frozen) -> (state, metrics)` of `step(hparams, state, batch, seed,
-    frozen)`, built once
-    per (step function, hparams, mode, devices): the compiled program depends on the family section only.
+    frozen[, due=due])`, built once per (step function, hparams, mode, devices, due): the compiled program depends
+    on the family section and, for a family with lazy phases, on which of them it runs (None: all, as lax.cond
+    branches decided on the device; see train.recipe).
 
     pmap takes each batch entry as [num_local_devices, n, ...]; shard_map as a global [N, ...] array sharded over
     'data' (see `put_batch`). Cached so that runs in one process (tests, resume, the demo) reuse the executable.
     """
-    fn = functools.partial(step, hparams)
+    fn = functools.partial(step, hparams) if due is None else functools.partial(step, hparams, due=due)
     if mode == "pmap":
         all_devices = tuple(jax.devices())
         return jax.pmap(fn, axis_name=AXIS, in_axes=(None, 0, None, None), out_axes=None,

@@ -21,7 +21,12 @@ Contract of each function (`host` values are numpy trees, `device` values live o
         `train.parallel.AXIS`; `seed` is the run's seed (uint32 []), randomness must be a function of (seed,
         state's step, global sample index) so that 1 device == N devices and resume is exact. `frozen` is what
         `frozen(h)` returned, replicated (None for most families). Metrics are scalars, averaged over the axis, and
-        include "finite" (every loss and parameter finite).
+        include "finite" (every loss and parameter finite). A family with lazy phases (`due` below) takes a keyword
+        `due`: the names of the phases to run, fixed when the step is traced, or None to decide on the device from
+        the state's step (train.steps.lazy_phase).
+  due(h, step) -> tuple of names                 the lazy phases (regularisers run every k steps, e.g. R1) that
+        run at a step number; None (the default) for a family without any. The core then compiles one step per
+        pattern of due phases (TrainConfig.lazy_dispatch 'host') or one with lax.cond branches ('device').
   frozen(h) -> pytree | None                      fixed networks the step reads but never trains (a perceptual
         loss's VGG), loaded once per run from a file or an installed package; never checkpointed.
   published(h, state) -> pytree                  the part of the (device) state that sample and export read,
@@ -73,6 +78,7 @@ class Recipe:
     metrics: MetricSpec
     init_fields: tuple[str, ...] = ("model",)
     frozen: Callable[[Any], Any] = lambda h: None
+    due: Callable[[Any, int], tuple[str, ...]] | None = None
 
 
 def get(family: str) -> Recipe:

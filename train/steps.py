@@ -1,8 +1,9 @@
 """Small pieces every family's per-device step uses: masked flat Adam with a cross-device mean, the finiteness
-check, and per-sample keys that do not depend on how the batch is split over devices."""
+check, per-sample keys that do not depend on how the batch is split over devices, and lazy phases."""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from train.parallel import AXIS
 
 Array = jax.Array
 PyTree = Any
+T = TypeVar("T")
 
 
 def mask_grads(grads: PyTree, trainable: PyTree) -> PyTree:
@@ -50,3 +52,16 @@ def sample_keys(seed: Array, step: Array, index: Array, streams: int) -> Array:
     step_key = jax.random.fold_in(jax.random.key(seed), step)
     data = (index[:, None] * streams + jnp.arange(streams)[None, :]).astype(jnp.uint32)        # [n,streams]
     return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(step_key, i)))(data)
+
+
+def lazy_phase(due: bool | None, due_now: Array, phase: Callable[[T], T], operand: T) -> tuple[T, Array]:
+    """(phase(operand) if the lazy phase is due else operand, float32 flag of whether it ran).
+
+    due None: decided on the device from `due_now` (a bool array of the state's step) by `lax.cond`, so one
+    program serves every step; True / False: decided when the step is traced (train.loop's 'host' dispatch: one
+    program per pattern of due phases). XLA:CPU leaves convolution gradients inside a conditional branch in their
+    raw transposed forms, off its fast paths (jax-ml/jax#12868): an R1 branch ran 20-35x slower than the same
+    code outside one."""
+    if due is None:
+        return lax.cond(due_now, phase, lambda o: o, operand), due_now.astype(jnp.float32)
+    return (phase(operand) if due else operand), jnp.float32(due)

@@ -11,7 +11,7 @@ from nets.gnr import GNRConfig
 from train.ckpt import check_fits
 from train.gnr.config import PRESETS, Hparams
 from train.gnr.state import GENERATORS, TrainState, init_state
-from train.gnr.step import device_step
+from train.gnr.step import device_step, due_phases
 from train.recipe import MetricSpec, Recipe
 
 ARCH = "gnr"
@@ -105,6 +105,6 @@ def frozen(hp: Hparams) -> dict | None:
 RECIPE = Recipe(
     family=ARCH, hparams=Hparams, presets=PRESETS, features=features, example_shapes=example_shapes,
     check_batch=check_batch, init=init, step=device_step, published=published, sample=sample, export=export,
-    networks=networks, frozen=frozen,
+    networks=networks, frozen=frozen, due=due_phases,
     metrics=MetricSpec(progress={"G": "loss/G", "D": "loss/D"}, gated={"reg/r1": "did_r1"},
                        hidden=("finite", "did_r1")))

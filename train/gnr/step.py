@@ -7,7 +7,8 @@ One call = one iteration of mchong6/GANsNRoses train.py (main), both directions 
      direction's encoder: G_B2A encodes toons, G encodes faces); each fake's target style is drawn without
      replacement from the group's pool [z; encoded real styles of the target domain]; decode;
   3. D step (D_A, D_B, D_L, one Adam): logistic loss over the three heads on reals vs the (detached) fakes, the
-     latent D on z vs encoded styles; lazy R1 every r1_every steps, added to the same update (as the reference);
+     latent D on z vs encoded styles; lazy R1 every r1_every steps, added to the same update (as the reference;
+     `due` as in train/stylegan2/step.py: ("r1",) / () fixed at trace time, or None for a lax.cond on the step);
   4. G step with the updated Ds: adversarial + style consistency + cycle (MSE, LPIPS) + style reconstruction;
      the G forward of (2) is reused through its VJP (no second forward);
   5. EMA of both generators.
@@ -32,7 +33,7 @@ from train.gnr.config import Hparams
 from train.gnr.state import DISCRIMINATORS, GENERATORS, TrainState, optimizers, params_of
 from train.losses import ema_update
 from train.parallel import AXIS
-from train.steps import adam_step, all_finite, global_index, sample_keys
+from train.steps import adam_step, all_finite, global_index, lazy_phase, sample_keys
 
 Array = jax.Array
 AUG_CA, AUG_RA, AUG_CB, AUG_RB, Z_AB, Z_BA, PERM = range(7)     # per-sample key streams
@@ -59,9 +60,16 @@ def _split_heads(heads, n_groups: int) -> tuple[tuple, tuple]:
     return tuple(h[:n_groups] for h in heads), tuple(h[n_groups:] for h in heads)
 
 
-def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: dict | None = None
-                ) -> tuple[TrainState, dict]:
-    """batch {"A": [n,R,R,3], "B": [n,R,R,3]} float32 in [-1, 1]; frozen: LPIPS params (or None)."""
+def due_phases(hp: Hparams, step: int) -> tuple[str, ...]:
+    """The lazy phases that run at a step number: ("r1",) every r1_every steps."""
+    every = hp.loss.r1_every
+    return ("r1",) if every and step % every == 0 else ()
+
+
+def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: dict | None = None,
+                due: tuple[str, ...] | None = None) -> tuple[TrainState, dict]:
+    """batch {"A": [n,R,R,3], "B": [n,R,R,3]} float32 in [-1, 1]; frozen: LPIPS params (or None); due: the lazy
+    phases to run (due_phases of state.step), or None to decide them on the device."""
     m, lo, g = hp.model, hp.loss, hp.group
     n = batch["A"].shape[0]
     keys = grouped(sample_keys(seed, state.step, global_index(n), NSTREAMS), g)          # [G,g,NSTREAMS]
@@ -130,8 +138,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
     dp0 = params_of(state.d, DISCRIMINATORS)
     (_, d_terms), d_grads = jax.value_and_grad(d_loss, has_aux=True)(dp0)
     every = lo.r1_every
-    r1 = jnp.zeros((), jnp.float32)
-    do_r1 = (state.step % every == 0) if every else jnp.asarray(False)
+    r1, did_r1 = jnp.zeros((), jnp.float32), jnp.float32(0)
     if every:
         def r1_loss(dp):
             pen = (L.r1_groups(lambda x: d_img(dp["D_A"], x), real_a, lo.r1_reduce)
@@ -140,11 +147,12 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
                    + L.r1_groups(lambda s: d_lat(dp["D_L"], s), z_ba, lo.r1_reduce))
             return lo.r1_gamma / 2 * pen * every, pen
 
-        def with_r1(dp):
-            (_, pen), gr = jax.value_and_grad(r1_loss, has_aux=True)(dp)
-            return gr, pen
-        r1_grads, r1 = lax.cond(do_r1, with_r1, lambda dp: (jax.tree.map(jnp.zeros_like, dp), r1), dp0)
-        d_grads = jax.tree.map(jnp.add, d_grads, r1_grads)
+        def with_r1(operand):
+            grads, _ = operand
+            (_, pen), r1_grads = jax.value_and_grad(r1_loss, has_aux=True)(dp0)
+            return jax.tree.map(jnp.add, grads, r1_grads), pen
+        (d_grads, r1), did_r1 = lazy_phase(None if due is None else "r1" in due, state.step % every == 0, with_r1,
+                                           (d_grads, r1))
     dp1, d_opt = adam_step(tx_d, d_grads, state.d_opt, dp0)
 
     # -- 4. G step through the updated Ds.
@@ -184,7 +192,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
     metrics["loss/G"] = sum(metrics[k] for k in g_terms)
     metrics["loss/D"] = metrics["loss/D_A"] + metrics["loss/D_B"] + metrics["loss/D_L"]
     metrics["reg/r1"] = pm(r1)
-    metrics["did_r1"] = do_r1.astype(jnp.float32)
+    metrics["did_r1"] = did_r1
     metrics["finite"] = all_finite([metrics["loss/G"], metrics["loss/D"], metrics["reg/r1"]],
                                    ravel_pytree(gp1)[0], ravel_pytree(dp1)[0], flat_ema)
     return new, metrics

@@ -12,7 +12,7 @@ from train.ckpt import check_fits
 from train.recipe import MetricSpec, Recipe
 from train.stylegan2.config import PRESETS, Hparams
 from train.stylegan2.state import TrainState, init_state
-from train.stylegan2.step import device_step
+from train.stylegan2.step import device_step, due_phases
 
 ARCH = "stylegan2"
 
@@ -85,7 +85,8 @@ def networks(hp: Hparams, state: TrainState) -> tuple[dict, StyleGAN2Config, str
 
 RECIPE = Recipe(
     family=ARCH, hparams=Hparams, presets=PRESETS, features=features, example_shapes=example_shapes,
-    check_batch=check_batch, init=init, step=device_step, published=published, sample=sample, export=export, networks=networks,
+    check_batch=check_batch, init=init, step=device_step, published=published, sample=sample, export=export,
+    networks=networks, due=due_phases,
     metrics=MetricSpec(progress={"G": "loss/G", "D": "loss/D", "p": "ada/p"},
                        gated={"reg/pl": "did_g_reg", "reg/r1": "did_d_reg"},
                        latest=("pl_mean", "ada/p", "ada/rt"), hidden=("finite", "did_g_reg", "did_d_reg")))

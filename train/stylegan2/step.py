@@ -1,8 +1,9 @@
 """The per-device training step, written once in the pmap programming model (collectives over axis 'data').
 
 One call = NV's four phases in order: G main, G path-length reg (every g_reg_every steps), D main, D R1 reg
-(every d_reg_every steps), then the G EMA and the ADA heuristic. Gradients are `pmean`ed over 'data'; the
-regularisation phases are `lax.cond` branches on `state.step`, so one executable serves every step.
+(every d_reg_every steps), then the G EMA and the ADA heuristic. Gradients are `pmean`ed over 'data'. Which
+regularisation phases run is `due` (the names of `due_phases(hp, step)`, fixed when the step is traced: one
+program per pattern), or, with due None, `lax.cond` branches on `state.step` (one program for every step).
 
 Randomness is a function of (seed, step, phase, global sample index) only: sample j on device d has global
 index i = j * num_devices + d, and all its draws in a phase (latents, mixing cutoff, noise maps, augmentation)
@@ -32,7 +33,7 @@ from train.parallel import AXIS
 from train.stylegan2.config import Hparams
 from train.stylegan2.state import TrainState, d_reg_interval, d_trainable, g_reg_interval, g_trainable, \
     optimizers
-from train.steps import adam_step, all_finite
+from train.steps import adam_step, all_finite, lazy_phase
 
 Array = jax.Array
 PHASE_G, PHASE_GREG, PHASE_D, PHASE_DREG = range(4)   # NV's phases Gmain, Greg, Dmain, Dreg
@@ -112,9 +113,16 @@ def synthesize(hp: Hparams, params: dict, buffers: dict, ws: Array, noise: dict)
     return jax.vmap(one)(ws, noise)
 
 
-def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: None = None
-                ) -> tuple[TrainState, dict]:
-    """One training step on this device's shard: batch {"image": [n,R,R,C] float32 in [-1, 1]}, seed uint32 []."""
+def due_phases(hp: Hparams, step: int) -> tuple[str, ...]:
+    """The lazy phases that run at a step number: "pl" (G path length) and "r1" (D), as NV's phase intervals."""
+    g_every, d_every = g_reg_interval(hp), d_reg_interval(hp)
+    return tuple(name for name, every in (("pl", g_every), ("r1", d_every)) if every and step % every == 0)
+
+
+def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: None = None,
+                due: tuple[str, ...] | None = None) -> tuple[TrainState, dict]:
+    """One training step on this device's shard: batch {"image": [n,R,R,C] float32 in [-1, 1]}, seed uint32 [];
+    due: the lazy phases to run (due_phases of state.step), or None to decide them on the device."""
     reals = batch["image"]
     D = Discriminator(hp.model)
     tx_g, tx_d = optimizers(hp)
@@ -148,7 +156,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
     # -- G reg: path length on batch // shrink samples (global indices j * ndev + dev, j < n // shrink).
     g_every = g_reg_interval(hp)
     pl_mean, pl_pen = state.pl_mean, jnp.zeros((), jnp.float32)
-    do_g_reg = (state.step % g_every == 0) if g_every else jnp.asarray(False)
+    did_g_reg = jnp.float32(0)
     if g_every:
         n_pl = max(n // hp.loss.pl_batch_shrink, 1)
         dr_pl = draw(hp, keys[:n_pl, PHASE_GREG], noise_like, n_aug=0, extra_shape=(res, res, ch))
@@ -167,8 +175,8 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
             (_, (new_mean, pen)), grads = jax.value_and_grad(pl_loss, has_aux=True)(gp)
             gp, opt = adam(tx_g, grads, opt, gp, g_mask)
             return gp, opt, new_mean, lax.pmean(jnp.mean(pen), AXIS)
-        g_params, g_opt, pl_mean, pl_pen = lax.cond(do_g_reg, g_reg, lambda o: o,
-                                                    (g_params, g_opt, pl_mean, pl_pen))
+        (g_params, g_opt, pl_mean, pl_pen), did_g_reg = lazy_phase(
+            None if due is None else "pl" in due, state.step % g_every == 0, g_reg, (g_params, g_opt, pl_mean, pl_pen))
 
     # -- D main: logistic loss on generated and real images. w_avg tracks this phase's z (one update per
     # step, as StyleGAN3): lerp(batch mean, w_avg, beta), with the batch mean taken over all devices.
@@ -191,7 +199,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
     # -- D reg: lazy R1 on (augmented) reals, gradient w.r.t. the non-augmented image (as NV).
     d_every = d_reg_interval(hp)
     r1 = jnp.zeros((), jnp.float32)
-    do_d_reg = (state.step % d_every == 0) if d_every else jnp.asarray(False)
+    did_d_reg = jnp.float32(0)
     if d_every:
         dr_r1 = draw(hp, keys[:, PHASE_DREG], None, n_aug=1)
 
@@ -204,7 +212,8 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
             (_, pen), grads = jax.value_and_grad(r1_loss, has_aux=True)(dp)
             dp, opt = adam(tx_d, grads, opt, dp, d_mask)
             return dp, opt, lax.pmean(jnp.mean(pen), AXIS)
-        d_params, d_opt, r1 = lax.cond(do_d_reg, d_reg, lambda o: o, (d_params, d_opt, r1))
+        (d_params, d_opt, r1), did_d_reg = lazy_phase(None if due is None else "r1" in due, state.step % d_every == 0,
+                                                      d_reg, (d_params, d_opt, r1))
 
     # -- G EMA (params averaged with a half-life in kimg, buffers copied).
     beta = losses.ema_beta(batch_size, hp.ema.kimg, hp.ema.rampup, state.step * batch_size)
@@ -230,7 +239,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
     metrics = {"loss/G": pm(loss_g), "loss/D_real": pm(l_real), "loss/D_fake": pm(l_fake),
                "scores/real": pm(jnp.mean(real_logits)), "scores/fake": pm(jnp.mean(fake_logits)),
                "reg/pl": pl_pen, "reg/r1": r1, "pl_mean": pl_mean, "ada/p": ada_p, "ada/rt": rt,
-               "did_g_reg": do_g_reg.astype(jnp.float32), "did_d_reg": do_d_reg.astype(jnp.float32)}
+               "did_g_reg": did_g_reg, "did_d_reg": did_d_reg}
     metrics["loss/D"] = metrics["loss/D_real"] + metrics["loss/D_fake"]
     metrics["finite"] = all_finite([metrics[k] for k in ("loss/G", "loss/D", "reg/pl", "reg/r1")],
                                    ravel_pytree(g_params)[0], ravel_pytree(d_params)[0], flat_ema)
