@@ -39,8 +39,10 @@ class CheckpointUnreadable(ValueError):
 
 def _drop_abandoned_orbax_reads() -> None:
     """After a failed restore orbax leaves its other pending reads as coroutines that are never awaited; their
-    finalisation would print pages of TensorStore specs after our one-line message. Filter exactly those out of
-    sys.unraisablehook (installed once; everything else still reaches the previous hook)."""
+    finalisation would print pages of TensorStore specs after our one-line message, and TensorStore's late
+    completions of those reads call back into orbax's event loop, already closed ("Event loop is closed", dozens of
+    tracebacks). Filter exactly those two out of sys.unraisablehook (installed once; everything else still reaches
+    the previous hook)."""
     prev = sys.unraisablehook
     if getattr(prev, "drops_orbax_reads", False):
         return
@@ -49,6 +51,9 @@ def _drop_abandoned_orbax_reads() -> None:
         obj = getattr(unraisable, "object", None)
         code = getattr(obj, "cr_code", None)
         if code is not None and "orbax" in code.co_filename:
+            return
+        exc = getattr(unraisable, "exc_value", None)
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
             return
         prev(unraisable)
     hook.drops_orbax_reads = True
@@ -102,12 +107,12 @@ class Checkpoints:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                                 state_to_tree(template))
         self.check_structure(template, step)
+        _drop_abandoned_orbax_reads()               # before the read: TensorStore's late callbacks can come first
         try:
             r = self.mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - the structure fits, so this is a read failure
-            _drop_abandoned_orbax_reads()
             raise CheckpointUnreadable(f"{self.directory / str(step)}: {type(e).__name__}: {_first_line(e)}"
                                        ) from None
         if not all(np.all(np.isfinite(np.asarray(x.addressable_data(0)))) for x in jax.tree.leaves(r.state)):
