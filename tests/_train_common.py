@@ -9,11 +9,9 @@ from datasets.pipeline import ArraySource
 from train.config import TrainConfig, apply_overrides, preset
 from train.parallel import build_step, make_mesh, put_batch, put_replicated, to_host
 
-# batch 32: 4 samples per device on 8 devices (= the minibatch-stddev group). lazy_dispatch=device: the loop tests
-# compile one program instead of three (the default tier's budget); the default 'host' form is held equal to it by
-# tests/test_train_step.py, and runs end to end in test_demo.py and the GNR runs.
+# batch 32: 4 samples per device on 8 devices (= the minibatch-stddev group).
 TEST_OVERRIDES = ["batch=32", "log_every=10", "ckpt_every=10", "sample_every=15", "export_every=15",
-                  "sample_seeds=4", "keep=2", "lazy_dispatch=device"]
+                  "sample_seeds=4", "keep=2"]
 
 
 def make_config(*extra: str, resolution: int = 16) -> TrainConfig:
