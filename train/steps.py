@@ -2,7 +2,7 @@
 check, per-sample keys that do not depend on how the batch is split over devices, and lazy phases."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
@@ -54,14 +54,23 @@ def sample_keys(seed: Array, step: Array, index: Array, streams: int) -> Array:
     return jax.vmap(jax.vmap(lambda i: jax.random.fold_in(step_key, i)))(data)
 
 
-def lazy_phase(due: bool | None, due_now: Array, phase: Callable[[T], T], operand: T) -> tuple[T, Array]:
-    """(phase(operand) if the lazy phase is due else operand, float32 flag of whether it ran).
+def due_phases(intervals: Mapping[str, int], step: int) -> tuple[str, ...]:
+    """The names of the lazy phases due at a step number; intervals: name -> every k steps (0: never)."""
+    return tuple(name for name, every in intervals.items() if every and step % every == 0)
 
-    due None: decided on the device from `due_now` (a bool array of the state's step) by `lax.cond`, so one
-    program serves every step; True / False: decided when the step is traced (train.loop's 'host' dispatch: one
-    program per pattern of due phases). XLA:CPU leaves convolution gradients inside a conditional branch in their
-    raw transposed forms, off its fast paths (jax-ml/jax#12868): an R1 branch ran 20-35x slower than the same
-    code outside one."""
+
+def lazy_phase(name: str, every: int, due: tuple[str, ...] | None, step: Array, phase: Callable[[T], T],
+               operand: T) -> tuple[T, Array]:
+    """(phase(operand) if the lazy phase `name` (every `every` steps) is due else operand, float32 flag of whether
+    it ran).
+
+    due None: decided on the device from the state's `step` by `lax.cond`, so one program serves every step; a
+    tuple (due_phases at this step): decided when the step is traced (train.loop's 'host' dispatch: one program
+    per pattern of due phases). XLA:CPU leaves convolution gradients inside a conditional branch in their raw
+    transposed forms, off its fast paths (jax-ml/jax#12868): an R1 branch ran 20-35x slower than the same code
+    outside one."""
     if due is None:
-        return lax.cond(due_now, phase, lambda o: o, operand), due_now.astype(jnp.float32)
-    return (phase(operand) if due else operand), jnp.float32(due)
+        now = step % every == 0
+        return lax.cond(now, phase, lambda o: o, operand), now.astype(jnp.float32)
+    ran = name in due
+    return (phase(operand) if ran else operand), jnp.float32(ran)

@@ -33,6 +33,7 @@ from train.gnr.config import Hparams
 from train.gnr.state import DISCRIMINATORS, GENERATORS, TrainState, optimizers, params_of
 from train.losses import ema_update
 from train.parallel import AXIS
+from train import steps
 from train.steps import adam_step, all_finite, global_index, lazy_phase, sample_keys
 
 Array = jax.Array
@@ -62,8 +63,7 @@ def _split_heads(heads, n_groups: int) -> tuple[tuple, tuple]:
 
 def due_phases(hp: Hparams, step: int) -> tuple[str, ...]:
     """The lazy phases that run at a step number: ("r1",) every r1_every steps."""
-    every = hp.loss.r1_every
-    return ("r1",) if every and step % every == 0 else ()
+    return steps.due_phases({"r1": hp.loss.r1_every}, step)
 
 
 def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: dict | None = None,
@@ -151,8 +151,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
             grads, _ = operand
             (_, pen), r1_grads = jax.value_and_grad(r1_loss, has_aux=True)(dp0)
             return jax.tree.map(jnp.add, grads, r1_grads), pen
-        (d_grads, r1), did_r1 = lazy_phase(None if due is None else "r1" in due, state.step % every == 0, with_r1,
-                                           (d_grads, r1))
+        (d_grads, r1), did_r1 = lazy_phase("r1", every, due, state.step, with_r1, (d_grads, r1))
     dp1, d_opt = adam_step(tx_d, d_grads, state.d_opt, dp0)
 
     # -- 4. G step through the updated Ds.

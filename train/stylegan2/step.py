@@ -33,6 +33,7 @@ from train.parallel import AXIS
 from train.stylegan2.config import Hparams
 from train.stylegan2.state import TrainState, d_reg_interval, d_trainable, g_reg_interval, g_trainable, \
     optimizers
+from train import steps
 from train.steps import adam_step, all_finite, lazy_phase
 
 Array = jax.Array
@@ -115,8 +116,7 @@ def synthesize(hp: Hparams, params: dict, buffers: dict, ws: Array, noise: dict)
 
 def due_phases(hp: Hparams, step: int) -> tuple[str, ...]:
     """The lazy phases that run at a step number: "pl" (G path length) and "r1" (D), as NV's phase intervals."""
-    g_every, d_every = g_reg_interval(hp), d_reg_interval(hp)
-    return tuple(name for name, every in (("pl", g_every), ("r1", d_every)) if every and step % every == 0)
+    return steps.due_phases({"pl": g_reg_interval(hp), "r1": d_reg_interval(hp)}, step)
 
 
 def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen: None = None,
@@ -175,8 +175,8 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
             (_, (new_mean, pen)), grads = jax.value_and_grad(pl_loss, has_aux=True)(gp)
             gp, opt = adam(tx_g, grads, opt, gp, g_mask)
             return gp, opt, new_mean, lax.pmean(jnp.mean(pen), AXIS)
-        (g_params, g_opt, pl_mean, pl_pen), did_g_reg = lazy_phase(
-            None if due is None else "pl" in due, state.step % g_every == 0, g_reg, (g_params, g_opt, pl_mean, pl_pen))
+        (g_params, g_opt, pl_mean, pl_pen), did_g_reg = lazy_phase("pl", g_every, due, state.step, g_reg,
+                                                                   (g_params, g_opt, pl_mean, pl_pen))
 
     # -- D main: logistic loss on generated and real images. w_avg tracks this phase's z (one update per
     # step, as StyleGAN3): lerp(batch mean, w_avg, beta), with the batch mean taken over all devices.
@@ -212,8 +212,7 @@ def device_step(hp: Hparams, state: TrainState, batch: dict, seed: Array, frozen
             (_, pen), grads = jax.value_and_grad(r1_loss, has_aux=True)(dp)
             dp, opt = adam(tx_d, grads, opt, dp, d_mask)
             return dp, opt, lax.pmean(jnp.mean(pen), AXIS)
-        (d_params, d_opt, r1), did_d_reg = lazy_phase(None if due is None else "r1" in due, state.step % d_every == 0,
-                                                      d_reg, (d_params, d_opt, r1))
+        (d_params, d_opt, r1), did_d_reg = lazy_phase("r1", d_every, due, state.step, d_reg, (d_params, d_opt, r1))
 
     # -- G EMA (params averaged with a half-life in kimg, buffers copied).
     beta = losses.ema_beta(batch_size, hp.ema.kimg, hp.ema.rampup, state.step * batch_size)
