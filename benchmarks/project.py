@@ -53,7 +53,7 @@ def run(resolution: int, w_plus: bool, chunk: int, repeats: int, conv_impl: str,
     w_avg, w_std = P.w_stats(cfg, g, pc.w_avg_samples, w_plus)
     w_stats_s = time.perf_counter() - t
     consts = {"g": g, "lpips": lp, "target": P.lpips_featurizer(pc)(lp, x), "w_std": jnp.float32(w_std),
-              "key": jax.random.key(1)}
+              "key": jax.random.key(1), "steps": jnp.int32(pc.steps)}
     k = cfg.num_ws if w_plus else 1
     var = {"w": jnp.broadcast_to(jnp.asarray(w_avg), (1, k, cfg.w_dim)) + 0.0,
            "noise": jax.tree.map(jnp.array, P.noise_maps(g))}

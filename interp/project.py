@@ -14,8 +14,9 @@ justinpinkney/stylegan2 `projector.py` as run by the Toonify notebook):
 
 LPIPS sees images box-downsampled to `lpips_size` (256) when the generator is larger and, for generators under
 32 px, nearest-upsampled to 32 px (VGG-16 pools four times before relu5_3, which must keep at least 2x2).
-The loop is jitted once: a `lax.scan` over a chunk of steps, with the step index traced, called from Python once
-per chunk so that a tqdm bar can advance; the chunk length divides the step count, so nothing recompiles.
+The loop is jitted once: a `lax.scan` over a chunk of steps, with the step index and the run's length traced,
+called from Python once per chunk so that a tqdm bar can advance. A last chunk that would run past the end masks
+its surplus steps, so runs of any length (at least one chunk) share one compiled program.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class ProjectConfig:
     optimize_noise: bool = True       # False: keep the generator's own noise maps fixed
     w_avg_samples: int = 10000
     lpips_size: int = 256             # larger images are box-downsampled to this before LPIPS
-    chunk: int = 10                   # steps per jitted call (the largest divisor of steps <= chunk is used)
+    chunk: int = 10                   # steps per jitted call (fewer only for runs shorter than this)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -73,8 +74,9 @@ class ProjectConfig:
 
     @property
     def chunk_len(self) -> int:
-        """Steps per jitted call: the largest divisor of `steps` not above `chunk` (one compiled shape)."""
-        return max(d for d in range(1, min(self.chunk, self.steps) + 1) if self.steps % d == 0)
+        """Steps per jitted call: `chunk`, or `steps` if fewer. A last call that would run past `steps` leaves its
+        surplus steps masked (they change nothing), so runs of any length >= chunk share one compiled program."""
+        return min(self.chunk, self.steps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,16 +183,23 @@ def _loss(var: dict, w_noise: Array, consts: dict, cfg: StyleGAN2Config, pc: Pro
     return dist + pc.noise_reg * reg, (dist, reg)
 
 
-@functools.lru_cache(maxsize=8)
 def make_runner(cfg: StyleGAN2Config, pc: ProjectConfig):
-    """jit(run_chunk)(var, opt_state, start, consts) -> (var, opt_state, dists [chunk], losses [chunk])."""
+    """jit(run_chunk)(var, opt_state, start, consts) -> (var, opt_state, dists [chunk], losses [chunk]).
+
+    The run's length is `consts["steps"]` (int32), traced: one program serves every run of at least `chunk` steps
+    (the web page's and the CLI's step counts), its steps from `steps` on masked. Their dists/losses are junk."""
+    return _make_runner(cfg, dataclasses.replace(pc, steps=pc.chunk_len))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_runner(cfg: StyleGAN2Config, pc: ProjectConfig):
     adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
     grad_fn = jax.value_and_grad(functools.partial(_loss, cfg=cfg, pc=pc), has_aux=True)
 
     def run_chunk(var, opt_state, start, consts):
         def step(carry, i):
             var, opt_state = carry
-            t = i.astype(jnp.float32) / pc.steps
+            t = i.astype(jnp.float32) / consts["steps"].astype(jnp.float32)
             scale = consts["w_std"] * latent_noise_at(t, pc)
             w_noise = jax.random.normal(jax.random.fold_in(consts["key"], i), var["w"].shape) * scale
             (loss, (dist, _)), g = grad_fn(var, w_noise, consts)
@@ -200,7 +209,9 @@ def make_runner(cfg: StyleGAN2Config, pc: ProjectConfig):
             var = optax.apply_updates(var, jax.tree.map(lambda u: -lr_at(t, pc) * u, upd))
             if pc.optimize_noise:
                 var = {**var, "noise": renormalize(var["noise"])}
-            return (var, opt_state), (dist, loss)
+            live = i < consts["steps"]                                   # False past the run's end: no change
+            carry = jax.tree.map(lambda a, b: jnp.where(live, a, b), (var, opt_state), carry)
+            return carry, (dist, loss)
 
         steps = start + jnp.arange(pc.chunk_len)                                  # [chunk] traced step indices
         (var, opt_state), (dists, losses) = lax.scan(step, (var, opt_state), steps)
@@ -258,7 +269,7 @@ def project(cfg: StyleGAN2Config, g_vars: dict, target: np.ndarray, pc: ProjectC
     lp = lpips.with_dx_kernels(jax.tree.map(jnp.asarray, lp))           # formed once, not in every step
     feats = lpips_featurizer(pc)
     consts = {"g": jax.tree.map(jnp.asarray, g_vars), "lpips": lp, "target": feats(lp, x),
-              "w_std": jnp.float32(w_std), "key": k_lat}
+              "w_std": jnp.float32(w_std), "key": k_lat, "steps": jnp.int32(pc.steps)}
     def evaluate(w, noise):     # (image, LPIPS) without latent noise
         img = sampling.render_ws(cfg, with_noise(consts["g"], noise), w)
         return img, lpips.lpips_from_features(lp, feats(lp, img), consts["target"])[0]
@@ -275,11 +286,12 @@ def project(cfg: StyleGAN2Config, g_vars: dict, target: np.ndarray, pc: ProjectC
             if pending is not None:   # read the previous chunk while this one runs: no stall on the host
                 bar.set_postfix(lpips=f"{float(pending[-1]):.4f}", refresh=False)
                 bar.update(pc.chunk_len)
-            pending = d
-            dists.append(d)
-            losses.append(l)
+            n = min(pc.chunk_len, pc.steps - start)                     # the last chunk's live steps
+            pending = d[:n]
+            dists.append(d[:n])
+            losses.append(l[:n])
         bar.set_postfix(lpips=f"{float(pending[-1]):.4f}", refresh=False)
-        bar.update(pc.chunk_len)
+        bar.update(len(pending))
     img, d_final = evaluate(var["w"], var["noise"])
     ws = np.asarray(jnp.broadcast_to(var["w"], (1, cfg.num_ws, cfg.w_dim)), np.float32)
     return Projection(ws=ws, w=np.asarray(var["w"]), noise=jax.tree.map(np.asarray, var["noise"]),

@@ -1,5 +1,6 @@
 """interp.project: the reference schedule's pieces against known values and numpy, and a real projection on a
 tiny generator (LPIPS falls, noise maps stay normalised, the loop compiles once)."""
+import dataclasses
 import math
 
 import jax
@@ -73,10 +74,10 @@ def test_schedules_bounded_and_monotone(t, dt):
     assert 0.0 <= n1 <= n0 <= 0.05 + 1e-7
 
 
-def test_chunk_len_divides_steps():
+def test_chunk_len_is_the_chunk_unless_the_run_is_shorter():
     assert P.ProjectConfig(steps=1000).chunk_len == 10
-    assert P.ProjectConfig(steps=30, chunk=8).chunk_len == 6
-    assert P.ProjectConfig(steps=13).chunk_len == 1                   # prime: one step per call, still one shape
+    assert P.ProjectConfig(steps=30, chunk=8).chunk_len == 8          # 4 calls, the last one's 2 surplus masked
+    assert P.ProjectConfig(steps=13).chunk_len == 10
     assert P.ProjectConfig(steps=4, chunk=10).chunk_len == 4
 
 
@@ -195,6 +196,20 @@ def test_projection_loop_compiles_once(projected):
     run_chunk, _ = P.make_runner(CFG, PC)
     assert PC.steps // PC.chunk_len == 3                                   # three calls ...
     assert run_chunk._cache_size() == 1                                    # ... one compiled program
+
+
+def test_runs_of_other_lengths_share_the_program_and_mask_the_tail(gen, target, lp, projected):
+    """13 steps in calls of 10 (the last one's 7 surplus steps masked) on the 30-step run's compiled program: the
+    same optimisation as 13 calls of one step."""
+    run_chunk, _ = P.make_runner(CFG, PC)
+    assert P.make_runner(CFG, dataclasses.replace(PC, steps=13))[0] is run_chunk
+    runs = [P.project(CFG, gen, target, P.ProjectConfig(steps=13, w_plus=True, chunk=c), lpips_params=lp, seed=1,
+                      progress=False) for c in (10, 1)]
+    assert run_chunk._cache_size() == 1                                    # no compile for the 13-step run
+    assert runs[0].dists.shape == runs[0].losses.shape == (13,)
+    np.testing.assert_allclose(runs[0].w, runs[1].w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(runs[0].dists, runs[1].dists, rtol=1e-4)
+    assert not np.allclose(runs[0].w, projected.w, atol=1e-3)              # a 13-step run, not the 30-step one
 
 
 def test_project_rejects_wrong_target(gen, lp):
