@@ -75,13 +75,16 @@ def rough_sketch(rgb: np.ndarray, work_size: int = ROUGH_SIZE) -> np.ndarray:
 
 
 class SketchCache:
-    """PNG files keyed by the sha256 of SKETCH_VERSION, the work size and the source image's PNG bytes."""
+    """PNG files keyed by the sha256 of SKETCH_VERSION, the OpenCV version (its median blur and mean shift may
+    change between releases), the work size and the source image's PNG bytes."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
     def _path(self, source_png: bytes, work_size: int) -> Path:
-        key = f"{SKETCH_VERSION}:work{check_work_size(work_size)}".encode()
+        import cv2  # deferred, as in rough_sketch
+
+        key = f"{SKETCH_VERSION}:opencv{cv2.__version__}:work{check_work_size(work_size)}".encode()
         digest = hashlib.sha256(key + b"\0" + source_png).hexdigest()
         return self.root / digest[:2] / f"{digest}.png"
 

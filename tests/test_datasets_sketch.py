@@ -117,6 +117,16 @@ def test_sketch_cache_keeps_work_sizes_apart(tmp_path, face64):
         np.testing.assert_array_equal(decode_png(hit), rough_sketch(face64, n))
 
 
+def test_sketch_cache_misses_after_an_opencv_upgrade(tmp_path, face64, monkeypatch):
+    cache = SketchCache(tmp_path / "cache")
+    src = encode_png(face64)
+    sketch_png(src, cache, 64)
+    assert sketch_png(src, cache, 64)[1]
+    monkeypatch.setattr(cv2, "__version__", cv2.__version__ + ".next")
+    assert not sketch_png(src, cache, 64)[1]                                 # recomputed, not the old file
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 2
+
+
 def test_sketch_build_in_process_pool_uses_and_fills_cache(tmp_path):
     from skimage import data
     src = tmp_path / "anime"
