@@ -80,8 +80,8 @@ def convs_alone_s(params: dict, hw: tuple[int, int], repeats: int = 15) -> float
 
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    (h, w), total = hw, 0.0
-    for name in vgg.conv_names("vgg16")[:vgg.conv_names("vgg16").index("conv5_1") + 1]:
+    (h, w), total, names = hw, 0.0, vgg.conv_names("vgg16")
+    for name in names[:names.index("conv5_1") + 1]:
         k = params[name]["kernel"]
         for x, kk in ((np.ones((1, h, w, k.shape[2]), np.float32), k),                # forward
                       (np.ones((1, h, w, k.shape[3]), np.float32), layers.dx_kernel(k))):   # dx
